@@ -85,7 +85,13 @@ impl DecodeError {
             K::TextContainsNonUtf8Data(_) => DecodeErrorKind::Utf8,
             _ => DecodeErrorKind::Malformed,
         };
-        DecodeError::new(type_name, kind, e.to_string())
+        // capnp's text for an unknown enumerant repeats itself; ours (in
+        // `extra`) says which type and value.
+        let detail = match kind {
+            DecodeErrorKind::Unknown if !e.extra.is_empty() => e.extra,
+            _ => e.to_string(),
+        };
+        DecodeError::new(type_name, kind, detail)
     }
 }
 

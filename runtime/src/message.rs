@@ -215,8 +215,15 @@ impl<'a, T: Message> Frame<'a, T> {
         }
         let options = limits.reader_options(bytes.len());
         let capnp_err = |e| Error::from(DecodeError::from_capnp(name, e));
+        let bytes = if bytes.as_ptr().align_offset(8) == 0 {
+            Bytes::Borrowed(bytes)
+        } else {
+            let mut words = capnp::Word::allocate_zeroed_vec(bytes.len().div_ceil(8));
+            capnp::Word::words_to_bytes_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
+            Bytes::Copied(words, bytes.len())
+        };
         // Parse the segment table once to learn where the frame ends.
-        let mut rest = bytes;
+        let mut rest: &[u8] = &bytes;
         capnp::serialize::read_message_from_flat_slice_no_alloc(&mut rest, options).map_err(capnp_err)?;
         if !rest.is_empty() {
             return Err(DecodeError::new(
@@ -226,14 +233,6 @@ impl<'a, T: Message> Frame<'a, T> {
             )
             .into());
         }
-        let aligned = bytes.as_ptr().align_offset(8) == 0;
-        let bytes = if aligned {
-            Bytes::Borrowed(bytes)
-        } else {
-            let mut words = capnp::Word::allocate_zeroed_vec(bytes.len().div_ceil(8));
-            capnp::Word::words_to_bytes_mut(&mut words)[..bytes.len()].copy_from_slice(bytes);
-            Bytes::Copied(words, bytes.len())
-        };
         let segments = capnp::serialize::BufferSegments::new(bytes, options).map_err(capnp_err)?;
         Ok(Frame { message: capnp::message::Reader::new(segments, options), _t: PhantomData })
     }

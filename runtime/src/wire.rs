@@ -252,8 +252,17 @@ pub fn view_error(type_name: &'static str, field: &str, e: Error) -> crate::Erro
 
 /// Adds `Type.field` to the path of an error while it travels up.
 pub fn in_field(mut e: Error, type_name: &str, field: &str) -> Error {
+    // The path reads outermost first: `in A.b > B.c: what went wrong`.
+    // Deep paths keep their innermost steps, where the problem is.
+    const MAX_STEPS: usize = 8;
     let place = if field.is_empty() { type_name.to_owned() } else { format!("{type_name}.{field}") };
-    e.extra = if e.extra.is_empty() { format!("in {place}") } else { format!("in {place}: {}", e.extra) };
+    e.extra = match e.extra.strip_prefix("in ") {
+        None if e.extra.is_empty() => format!("in {place}"),
+        None => format!("in {place}: {}", e.extra),
+        Some(rest) if rest.starts_with("... > ") => e.extra,
+        Some(rest) if rest.matches(" > ").count() + 1 >= MAX_STEPS => format!("in ... > {rest}"),
+        Some(rest) => format!("in {place} > {rest}"),
+    };
     e
 }
 
@@ -708,17 +717,91 @@ impl<T: Struct> capnp::traits::SetterInput<Owned<T>> for OwnedReader<'_, T> {
 // Whole messages.
 
 /// Encodes `value` as one standard stream frame (segment table, segments).
+///
+/// The message is built straight into the returned buffer: its first
+/// segment is sized from [`Struct::words`] (exact for derived types) and
+/// placed 8 bytes into the output, where the one-segment table goes, so a
+/// message that fits one segment is never copied. (If it ever spills into
+/// more segments, the frame is assembled by copying, which is correct too.)
 pub fn encode<T: Struct>(value: &T) -> Vec<u8> {
-    let words = value.words().clamp(16, (1 << 29) - 1);
-    let allocator = capnp::message::HeapAllocator::new().first_segment_words(words as u32);
-    let mut message = capnp::message::Builder::new(allocator);
+    // The root pointer takes one word besides the struct.
+    let words = (value.words() + 1).clamp(8, MAX_SEGMENT_WORDS);
+    let in_frame = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut message = capnp::message::Builder::new(FrameAllocator::new(words, in_frame.clone()));
     let root: OwnedBuilder<'_, T> = message.init_root();
     if let Err(e) = value.write(root.0) {
         // Writing to an in-memory builder only fails when a value does not
         // fit Cap'n Proto at all (a list of 2^29 elements or more).
         panic!("cannot encode {}: {e}", std::any::type_name::<T>());
     }
-    capnp::serialize::write_message_to_words(&message)
+    let used = match message.get_segments_for_output() {
+        // One segment, and it is the frame's body.
+        capnp::OutputSegments::SingleSegment([segment]) if in_frame.get() => segment.len() / 8,
+        _ => return capnp::serialize::write_message_to_words(&message),
+    };
+    let mut frame = message.into_allocator().frame;
+    frame[..4].copy_from_slice(&0u32.to_le_bytes());
+    frame[4..8].copy_from_slice(&(used as u32).to_le_bytes());
+    frame.truncate(8 + used * 8);
+    frame
+}
+
+/// The largest segment Cap'n Proto's builder takes, in words.
+const MAX_SEGMENT_WORDS: usize = (1 << 29) - 1;
+
+/// A `capnp` allocator whose first segment is the body of the output
+/// frame. Later segments (only if a size estimate was short) come from the
+/// heap.
+struct FrameAllocator {
+    /// The frame: 8 bytes of segment table, then the first segment.
+    frame: Vec<u8>,
+    /// The size of the first segment, until it is handed out.
+    first_words: Option<u32>,
+    /// Whether the first segment was placed in `frame` (shared with
+    /// `encode`, which cannot look into the allocator before taking it).
+    in_frame: std::rc::Rc<std::cell::Cell<bool>>,
+    heap: capnp::message::HeapAllocator,
+}
+
+impl FrameAllocator {
+    fn new(first_words: usize, in_frame: std::rc::Rc<std::cell::Cell<bool>>) -> Self {
+        FrameAllocator { frame: Vec::new(), first_words: Some(first_words as u32), in_frame, heap: Default::default() }
+    }
+
+    fn owns(&self, ptr: core::ptr::NonNull<u8>) -> bool {
+        self.in_frame.get() && core::ptr::eq(ptr.as_ptr(), self.frame.as_ptr().wrapping_add(8))
+    }
+}
+
+// SAFETY: every segment handed out is zeroed, at least `minimum_size`
+// words long, 8-byte aligned, and stays valid until it is deallocated or
+// the allocator is dropped (the frame buffer is never reallocated while a
+// builder uses it: it is only resized by `encode`, after the builder is
+// gone).
+unsafe impl capnp::message::Allocator for FrameAllocator {
+    fn allocate_segment(&mut self, minimum_size: u32) -> (core::ptr::NonNull<u8>, u32) {
+        if let Some(first_words) = self.first_words.take() {
+            let words = first_words.max(minimum_size);
+            // Zeroed, as capnp requires: calloc gives fresh pages for free.
+            let frame = vec![0u8; 8 + words as usize * 8];
+            if frame.as_ptr().align_offset(8) == 0 {
+                self.frame = frame;
+                self.in_frame.set(true);
+                let ptr = core::ptr::NonNull::new(self.frame.as_mut_ptr().wrapping_add(8)).expect("a Vec's pointer is never null");
+                return (ptr, words);
+            }
+        }
+        self.heap.allocate_segment(minimum_size)
+    }
+
+    unsafe fn deallocate_segment(&mut self, ptr: core::ptr::NonNull<u8>, word_size: u32, words_used: u32) {
+        if self.owns(ptr) {
+            // The frame buffer is freed with the allocator (or returned).
+            return;
+        }
+        // SAFETY: not ours, so it came from `self.heap` with these sizes.
+        unsafe { self.heap.deallocate_segment(ptr, word_size, words_used) }
+    }
 }
 
 /// The root struct of a parsed message.

@@ -74,7 +74,7 @@ pub enum VariantShape {
         ordinal: u32,
     },
     /// `V(T)`: a plain member of type `T`.
-    Newtype(FieldDef),
+    Newtype(Box<FieldDef>),
     /// `V { a: A, b: B }` or `V(A, B)`: a group.
     Fields {
         /// Named (`{}`) or positional (`()`).

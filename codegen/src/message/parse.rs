@@ -622,7 +622,7 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
                             fd.capnp_name = capnp_name.clone();
                             fd.span = v.ident.span();
                             items.extend(field_items(std::slice::from_ref(&fd)));
-                            VariantShape::Newtype(fd)
+                            VariantShape::Newtype(Box::new(fd))
                         }
                         fields => {
                             if let Some((_, s)) = a.ordinal {
