@@ -168,3 +168,46 @@ pub struct Tensor {
     #[capnp(ordinal = 1)]
     pub values: Vec<f32>,
 }
+
+/// A recursive message, for nesting limits.
+#[derive(Message, Debug, Clone, PartialEq, Default)]
+pub struct Tree {
+    #[capnp(ordinal = 0)]
+    pub children: Vec<Tree>,
+}
+
+impl Tree {
+    /// A chain `depth` levels deep.
+    pub fn chain(depth: usize) -> Tree {
+        let mut t = Tree::default();
+        for _ in 0..depth {
+            t = Tree { children: vec![t] };
+        }
+        t
+    }
+}
+
+/// Decodes `bytes` as every shared message type, owned and through a view
+/// (reading every field), and reports whether anything panicked. Used by
+/// the bounded fuzz test and the cargo-fuzz target.
+pub fn decode_everything(bytes: &[u8]) {
+    use taskgraph::message::Frame;
+    let _ = Everything::decode(bytes);
+    let _ = Shape::decode(bytes);
+    let _ = Tensor::decode(bytes);
+    let _ = Tree::decode(bytes);
+    if let Ok(frame) = Frame::<Everything>::new(bytes) {
+        if let Ok(view) = frame.view() {
+            // Debug reads every field through the view.
+            let _ = format!("{view:?}");
+        }
+    }
+    if let Ok(frame) = Frame::<Tensor>::new(bytes) {
+        if let Ok(view) = frame.view() {
+            if let Ok(values) = view.values() {
+                let _ = values.as_slice();
+                let _ = values.iter().count();
+            }
+        }
+    }
+}
