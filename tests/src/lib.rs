@@ -4,6 +4,8 @@
 
 use taskgraph::message::Message;
 
+pub mod capnp_tool;
+
 /// A small nested message.
 #[derive(Message, Debug, Clone, PartialEq, Default)]
 pub struct Inner {

@@ -14,11 +14,10 @@
 #![allow(clippy::float_cmp)] // Values are copied bit for bit, never computed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use taskgraph::message::{Frame, Message};
 use taskgraph::{DecodeErrorKind, Error};
+use taskgraph_tests::capnp_tool::{compile_to_capnp, TempDir};
 
 // ---------------------------------------------------------------------------
 // A struct that grows.
@@ -225,43 +224,6 @@ fn retired_slot_keeps_later_fields_in_place() {
 // ---------------------------------------------------------------------------
 // The layouts, as the official compiler sees them.
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("taskgraph-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `capnp compile -ocapnp` of `schema`: the schema with the layout of
-/// every field in comments.
-fn capnp_compile(dir: &Path, file: &str, schema: &str) -> String {
-    std::fs::write(dir.join(file), schema).expect("write schema");
-    let output = match Command::new("capnp").args(["compile", "-ocapnp", file]).current_dir(dir).output() {
-        Ok(output) => output,
-        Err(e) => panic!(
-            "cannot run the Cap'n Proto compiler `capnp` ({e}); this test needs it on PATH: \
-             run scripts/install-deps (Debian/Ubuntu: `apt-get install capnproto`)"
-        ),
-    };
-    assert!(
-        output.status.success(),
-        "`capnp compile` rejected {file} ({}):\n{}\n--- schema ---\n{schema}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("capnp output is UTF-8")
-}
-
 /// The layout of struct `name` in `capnp compile -ocapnp` output: its
 /// section sizes, and for each ordinal the type and location, e.g.
 /// `3 → (":UInt32", "bits[96, 128)")`; the `k`-th union's tag (from 1) is
@@ -292,8 +254,8 @@ fn layout_of(compiled: &str, name: &str) -> (String, BTreeMap<u32, (String, Stri
 #[test]
 fn retired_slot_keeps_layout_per_capnp() {
     let dir = TempDir::new("evolution-layout");
-    let v2_out = capnp_compile(&dir.0, "v2.capnp", &V2::capnp_schema());
-    let v3_out = capnp_compile(&dir.0, "v3.capnp", &V3::capnp_schema());
+    let v2_out = compile_to_capnp(dir.path(), "v2.capnp", &V2::capnp_schema());
+    let v3_out = compile_to_capnp(dir.path(), "v3.capnp", &V3::capnp_schema());
     let (v2_size, v2_fields) = layout_of(&v2_out, "Record");
     let (v3_size, v3_fields) = layout_of(&v3_out, "Record");
     assert_eq!(v2_size, v3_size, "section sizes differ:\n{v2_out}\n{v3_out}");
@@ -304,7 +266,7 @@ fn retired_slot_keeps_layout_per_capnp() {
     // The retired field is declared, under a name nobody uses.
     assert!(V3::capnp_schema().contains("@3 :UInt32"), "{}", V3::capnp_schema());
     // And V1's fields are where V2 has them.
-    let v1_out = capnp_compile(&dir.0, "v1.capnp", &V1::capnp_schema());
+    let v1_out = compile_to_capnp(dir.path(), "v1.capnp", &V1::capnp_schema());
     let (_, v1_fields) = layout_of(&v1_out, "Record");
     for (ordinal, place) in &v1_fields {
         assert_eq!(Some(place), v2_fields.get(ordinal), "ordinal {ordinal} moved from V1 to V2");

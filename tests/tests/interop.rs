@@ -23,11 +23,11 @@ pub mod tensor_capnp {
 }
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use everything_capnp::{everything, inner, shape};
 use taskgraph::message::Message;
+use taskgraph_tests::capnp_tool::{compile_to_capnp, TempDir};
 use taskgraph_tests::{Color, Everything, Inner, Shape, Tensor};
 
 // ---------------------------------------------------------------------------
@@ -772,43 +772,6 @@ fn tensor_both_ways() {
 // ---------------------------------------------------------------------------
 // The emitted schemas compile.
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("taskgraph-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `capnp compile -ocapnp` of `schema`; panics with capnp's message if it
-/// fails or cannot run.
-fn capnp_compile(dir: &Path, file: &str, schema: &str) -> String {
-    std::fs::write(dir.join(file), schema).expect("write schema");
-    let output = match Command::new("capnp").args(["compile", "-ocapnp", file]).current_dir(dir).output() {
-        Ok(output) => output,
-        Err(e) => panic!(
-            "cannot run the Cap'n Proto compiler `capnp` ({e}); this test needs it on PATH: \
-             run scripts/install-deps (Debian/Ubuntu: `apt-get install capnproto`)"
-        ),
-    };
-    assert!(
-        output.status.success(),
-        "`capnp compile` rejected {file} ({}):\n{}\n--- schema ---\n{schema}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("capnp output is UTF-8")
-}
-
 #[test]
 fn emitted_schemas_compile() {
     let dir = TempDir::new("interop-schemas");
@@ -818,7 +781,7 @@ fn emitted_schemas_compile() {
         ("shape.capnp", Shape::capnp_schema(), &["Shape", "Inner", "Color"][..]),
         ("tensor.capnp", Tensor::capnp_schema(), &["Tensor"][..]),
     ] {
-        let out = capnp_compile(&dir.0, file, &schema);
+        let out = compile_to_capnp(dir.path(), file, &schema);
         for t in types {
             assert!(
                 out.contains(&format!("struct {t} ")) || out.contains(&format!("enum {t} ")),
@@ -833,7 +796,7 @@ fn golden_layout_matches_capnp() {
     // What capnp says the layout of the golden schema is, for the fields
     // whose placement is least obvious (holes, unions, groups).
     let dir = TempDir::new("interop-layout");
-    let out = capnp_compile(&dir.0, "everything.capnp", &Everything::capnp_schema());
+    let out = compile_to_capnp(dir.path(), "everything.capnp", &Everything::capnp_schema());
     for needle in [
         "struct Everything @0xe5106bad4cd58b9e {  # 72 bytes, 14 ptrs",
         "flag2 @23 :Bool;  # bits[1, 2)",

@@ -14,13 +14,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::Command;
 
 use capnp::message::ReaderOptions;
 use capnp::schema_capnp::{field, node};
 use taskgraph_codegen::ids;
 use taskgraph_codegen::layout::{self, Layout, Member, SlotKind, StructShape};
+use taskgraph_tests::capnp_tool::{compile_to_request, TempDir};
 
 const FILE_ID: u64 = 0xd1a2_b3c4_d5e6_f708;
 const DEFAULT_ITERS: usize = 400;
@@ -432,24 +431,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("taskgraph-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn layout_matches_capnp_compiler() {
     let iters: usize = env_or("LAYOUT_ITERS", DEFAULT_ITERS);
@@ -472,28 +453,11 @@ fn layout_matches_capnp_compiler() {
     }
 
     let dir = TempDir::new("layout-vs-capnp");
-    std::fs::write(dir.0.join("layout.capnp"), &file).expect("write layout.capnp");
-    let output = match Command::new("capnp")
-        .args(["compile", "-o-", "layout.capnp"])
-        .current_dir(&dir.0)
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) => panic!(
-            "cannot run the Cap'n Proto compiler `capnp` ({e}); this test needs it on PATH \
-             (Debian/Ubuntu: `apt-get install capnproto`)"
-        ),
-    };
-    assert!(
-        output.status.success(),
-        "`capnp compile` failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let request_bytes = compile_to_request(dir.path(), "layout.capnp", &file);
 
     let mut options = ReaderOptions::new();
     options.traversal_limit_in_words(None);
-    let message = capnp::serialize::read_message(&output.stdout[..], options)
+    let message = capnp::serialize::read_message(&request_bytes[..], options)
         .expect("parse the CodeGeneratorRequest");
     let request = message
         .get_root::<capnp::schema_capnp::code_generator_request::Reader>()
