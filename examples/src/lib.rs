@@ -1,1 +1,2 @@
 //! Shared code of the taskgraph examples.
+pub mod regression;

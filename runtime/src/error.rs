@@ -9,6 +9,26 @@ pub enum Error {
     /// Bytes that are not a valid message of the expected type.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The coordinator failed.
+    #[error(transparent)]
+    Coord(#[from] crate::coord::CoordError),
+    /// A received message was read as another edge's.
+    #[error("expected a message of edge `{expected}`, got one of edge {got}")]
+    WrongEdge {
+        /// The edge asked for.
+        expected: &'static str,
+        /// The edge it came over.
+        got: u32,
+    },
+    /// An operating-system resource (a socket, a thread) failed.
+    #[error("{0}")]
+    Io(String),
+    /// A node failed in a way that stopped the job.
+    #[error("{0}")]
+    Node(String),
+    /// The job did not end in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// A message could not be decoded. Decoding never panics: every problem

@@ -3,27 +3,50 @@
 //! A framework for fault-tolerant distributed iterative programs: an
 //! application is a graph of tasks that exchange typed messages in epochs.
 //!
-//! This crate is what applications depend on. Today it holds:
+//! This crate is what applications depend on:
 //!
 //! * [`message`]: typed messages that travel as Cap'n Proto, declared with
-//!   `#[derive(Message)]` on plain Rust types.
-//!
-//! The runtime (nodes, epochs, exactly-once fetch, failover) and the graph
-//! DSL are being built; see the repository's README for the status.
+//!   `#[derive(Message)]` on plain Rust types;
+//! * [`graph`], [`task`], [`job`]: a job's tasks, topology and typed edges,
+//!   and the handlers a task implements;
+//! * [`local`]: running a whole job in one process, with fault injection;
+//! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
+//! * [`node`]: the node event loop and its capnp-rpc transport.
 
 #![warn(missing_docs)]
 
 // Lets `::taskgraph::...` paths in macro output resolve inside this crate.
 extern crate self as taskgraph;
 
+pub mod coord;
 mod error;
+pub mod graph;
+pub mod job;
+pub mod local;
 pub mod message;
+pub mod node;
+pub mod protocol;
+pub mod task;
 pub mod view;
 #[doc(hidden)]
 pub mod wire;
 
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
+pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
+pub use job::{Job, JobStatus};
+pub use local::{Faults, JobResult, LocalCluster};
 pub use message::Message;
+pub use task::{Context, Received, ServeRequest, Task};
+
+/// What most programs need.
+pub mod prelude {
+    pub use crate::graph::{Edge, Epoch, LinkType, TaskId, Topology};
+    pub use crate::job::{Job, JobStatus};
+    pub use crate::local::{FaultKind, Faults, JobResult, LocalCluster};
+    pub use crate::message::{Frame, Message};
+    pub use crate::node::FaultPoint;
+    pub use crate::task::{Context, Received, ServeRequest, Task};
+}
 
 /// Items used by the code that taskgraph's macros generate. Not a public
 /// API: anything here may change in any release.

@@ -1,0 +1,74 @@
+//! W1, the tree regression: 15 tasks plus spares on the embedded
+//! coordinator, printing `epoch <e> root <value>` for epochs 0..=10.
+//!
+//! ```sh
+//! cargo run --release --example regression
+//! cargo run --release --example regression -- --size 1000000 --fail f1,f2,f3 --seed 7
+//! ```
+
+use clap::Parser;
+use taskgraph::prelude::*;
+use taskgraph_examples::regression::{self, Scenario};
+
+#[derive(Parser, Debug)]
+#[command(about = "W1: tree regression over 15 tasks (root values 105 * epoch)")]
+struct Args {
+    /// Values per parameter and gradient vector.
+    #[arg(long, default_value_t = 1)]
+    size: usize,
+    /// Number of tasks in the tree.
+    #[arg(long, default_value_t = 15)]
+    tasks: u64,
+    /// The last epoch.
+    #[arg(long, default_value_t = 10)]
+    epochs: u64,
+    /// Spare nodes.
+    #[arg(long, default_value_t = 2)]
+    spares: usize,
+    /// Failure scenarios to inject: f1, f2, f3 (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
+    fail: Vec<Scenario>,
+    /// Seed of the random failures.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f1" => Ok(Scenario::F1),
+        "f2" => Ok(Scenario::F2),
+        "f3" => Ok(Scenario::F3),
+        other => Err(format!("unknown scenario `{other}`: expected f1, f2 or f3")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let job = regression::job(args.tasks, args.size, args.epochs);
+    let mut cluster = LocalCluster::new(job).spares(args.spares);
+    if !args.fail.is_empty() {
+        cluster = cluster.faults(regression::faults(&args.fail, args.tasks, args.seed));
+    }
+    match cluster.run() {
+        Ok(result) => {
+            for (e, v) in regression::root_values(&result) {
+                println!("epoch {e} root {v}");
+            }
+            if result.kills > 0 {
+                eprintln!("({} node(s) killed by fault injection and replaced)", result.kills);
+            }
+            match result.status {
+                JobStatus::Done => std::process::ExitCode::SUCCESS,
+                other => {
+                    eprintln!("job ended: {other:?}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

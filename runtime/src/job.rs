@@ -1,0 +1,215 @@
+//! A job: what runs (tasks, topology, edges) and where its state lives in
+//! the coordinator.
+//!
+//! # Key layout
+//!
+//! Everything of job `J` lives under `/taskgraph/J/`:
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `epoch` | the current epoch, decimal | created as `0` by the first node; advanced by compare-and-swap |
+//! | `status` | `running`, `done`, or `failed: <reason>` | created by the first node; set once by the task that ends the job |
+//! | `tasks/<t>/primary` | `node=<id> addr=<ip:port>`, bound to the node's lease | created-if-absent by the node that wins task `t`; its create revision is the primary's **term** |
+//! | `nodes/<id>` | `addr=<ip:port>`, bound to the node's lease | each node, while it lives |
+//! | `records/<name>` | bytes | [`Context::record`](crate::task::Context::record) |
+//!
+//! A node's death shows as the deletion of its lease's keys: its
+//! `nodes/<id>` and, if it was a primary, `tasks/<t>/primary`, which spare
+//! nodes race to create.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::graph::{Edge, SharedTopology, TaskId, Topology};
+use crate::message::Limits;
+use crate::task::Task;
+
+/// Makes the task of a task id (called on the node that hosts it).
+pub type TaskFactory = Arc<dyn Fn(TaskId) -> Box<dyn Task> + Send + Sync>;
+
+/// A job to run: its tasks, topology, edges and settings.
+#[derive(Clone)]
+pub struct Job {
+    pub(crate) name: String,
+    pub(crate) tasks: u64,
+    pub(crate) topology: SharedTopology,
+    pub(crate) factory: TaskFactory,
+    pub(crate) edges: Vec<(u32, &'static str)>,
+    pub(crate) limits: Limits,
+    pub(crate) lease_ttl: Duration,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("tasks", &self.tasks)
+            .field("edges", &self.edges)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// A job named `name` of `tasks` tasks linked by `topology`, whose
+    /// task `t` is `factory(t)`.
+    pub fn new<F>(name: impl Into<String>, tasks: u64, topology: impl Topology, factory: F) -> Self
+    where
+        F: Fn(TaskId) -> Box<dyn Task> + Send + Sync + 'static,
+    {
+        Job {
+            name: name.into(),
+            tasks,
+            topology: Arc::new(topology),
+            factory: Arc::new(factory),
+            edges: Vec::new(),
+            limits: Limits::default(),
+            lease_ttl: Duration::from_secs(2),
+        }
+    }
+
+    /// Declares an edge the tasks serve (a fetch of an undeclared edge is
+    /// answered with an `unknownEdge` error).
+    pub fn edge<M>(mut self, edge: Edge<M>) -> Self {
+        self.edges.push((edge.id, edge.name));
+        self
+    }
+
+    /// Limits on received messages (raise `max_bytes` for bulk data).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long a silent node keeps its tasks (its lease TTL).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many tasks it has.
+    pub fn tasks(&self) -> u64 {
+        self.tasks
+    }
+
+    pub(crate) fn has_edge(&self, edge: u32) -> bool {
+        self.edges.iter().any(|(id, _)| *id == edge)
+    }
+}
+
+/// The keys of a job.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub(crate) fn new(job: &str) -> Self {
+        Keys { root: format!("/taskgraph/{job}/") }
+    }
+    pub(crate) fn root(&self) -> &str {
+        &self.root
+    }
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}epoch", self.root)
+    }
+    pub(crate) fn status(&self) -> String {
+        format!("{}status", self.root)
+    }
+    pub(crate) fn primary(&self, task: TaskId) -> String {
+        format!("{}tasks/{task}/primary", self.root)
+    }
+    pub(crate) fn node(&self, node: u64) -> String {
+        format!("{}nodes/{node}", self.root)
+    }
+    pub(crate) fn record(&self, name: &str) -> String {
+        format!("{}records/{name}", self.root)
+    }
+    pub(crate) fn records(&self) -> String {
+        format!("{}records/", self.root)
+    }
+    /// The task of a `tasks/<t>/primary` key.
+    pub(crate) fn primary_task(&self, key: &str) -> Option<TaskId> {
+        key.strip_prefix(&self.root)?.strip_prefix("tasks/")?.strip_suffix("/primary")?.parse().ok()
+    }
+}
+
+/// The value of a `tasks/<t>/primary` key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryValue {
+    pub(crate) node: u64,
+    pub(crate) addr: std::net::SocketAddr,
+}
+
+impl PrimaryValue {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        format!("node={} addr={}", self.node, self.addr).into_bytes()
+    }
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut node = None;
+        let mut addr = None;
+        for part in text.split_whitespace() {
+            match part.split_once('=')? {
+                ("node", v) => node = v.parse().ok(),
+                ("addr", v) => addr = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(PrimaryValue { node: node?, addr: addr? })
+    }
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Still running.
+    Running,
+    /// Ended by a task with [`end_job`](crate::task::Context::end_job).
+    Done,
+    /// Ended by [`fail_job`](crate::task::Context::fail_job) or by the
+    /// runtime (e.g. an inconsistent topology).
+    Failed(String),
+}
+
+impl JobStatus {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            JobStatus::Running => b"running".to_vec(),
+            JobStatus::Done => b"done".to_vec(),
+            JobStatus::Failed(r) => format!("failed: {r}").into_bytes(),
+        }
+    }
+    pub(crate) fn parse(bytes: &[u8]) -> JobStatus {
+        match std::str::from_utf8(bytes) {
+            Ok("running") => JobStatus::Running,
+            Ok("done") => JobStatus::Done,
+            Ok(s) => JobStatus::Failed(s.strip_prefix("failed: ").unwrap_or(s).to_owned()),
+            Err(_) => JobStatus::Failed("unreadable status".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = Keys::new("j");
+        assert_eq!(k.primary(12), "/taskgraph/j/tasks/12/primary");
+        assert_eq!(k.primary_task(&k.primary(12)), Some(12));
+        assert_eq!(k.primary_task("/taskgraph/j/tasks/x/primary"), None);
+        assert_eq!(k.primary_task("/taskgraph/other/tasks/1/primary"), None);
+        let v = PrimaryValue { node: 3, addr: "127.0.0.1:5000".parse().unwrap() };
+        assert_eq!(PrimaryValue::parse(&v.encode()), Some(v));
+        assert_eq!(PrimaryValue::parse(b"garbage"), None);
+        assert_eq!(JobStatus::parse(&JobStatus::Failed("x y".into()).encode()), JobStatus::Failed("x y".into()));
+    }
+}

@@ -1,0 +1,332 @@
+//! Running a whole job in one process: one thread per node, the embedded
+//! coordinator (or any other), real TCP between nodes on loopback, and
+//! fault injection.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::coord::{Coordinator, Embedded};
+use crate::graph::TaskId;
+use crate::job::{Job, JobStatus, Keys};
+use crate::node::{self, FaultHook, FaultPoint, NodeConfig, NodeExit};
+
+pub use crate::node::TransportFaults;
+
+/// Runs a job in this process.
+///
+/// ```no_run
+/// # use taskgraph::{job::Job, local::LocalCluster};
+/// # fn job() -> Job { unimplemented!() }
+/// let result = LocalCluster::new(job()).spares(2).run()?;
+/// println!("{:?}", result.status);
+/// # Ok::<(), taskgraph::Error>(())
+/// ```
+pub struct LocalCluster {
+    job: Job,
+    spares: usize,
+    coord: Option<Arc<dyn Coordinator>>,
+    faults: Option<Arc<dyn FaultHook>>,
+    transport: TransportFaults,
+    timeout: Duration,
+    max_restarts: usize,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("job", &self.job)
+            .field("spares", &self.spares)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a job run by a [`LocalCluster`] went.
+#[derive(Clone, Debug)]
+pub struct JobResult {
+    /// How the job ended.
+    pub status: JobStatus,
+    /// What its tasks recorded, by name.
+    pub records: BTreeMap<String, Vec<u8>>,
+    /// How many nodes fault injection killed.
+    pub kills: usize,
+    /// How many nodes were started in all (tasks, spares, replacements).
+    pub nodes_started: usize,
+}
+
+impl LocalCluster {
+    /// A cluster for `job`: one node per task, no spares, the embedded
+    /// coordinator, a 60 s time limit.
+    pub fn new(job: Job) -> Self {
+        LocalCluster {
+            job,
+            spares: 0,
+            coord: None,
+            faults: None,
+            transport: TransportFaults::default(),
+            timeout: Duration::from_secs(60),
+            max_restarts: 1000,
+        }
+    }
+
+    /// Starts `n` spare nodes besides the task nodes (a node killed by a
+    /// fault is always replaced by a new spare, as a supervisor restarts a
+    /// crashed process).
+    pub fn spares(mut self, n: usize) -> Self {
+        self.spares = n;
+        self
+    }
+
+    /// Uses `coord` instead of a fresh embedded coordinator.
+    pub fn coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
+        self.coord = Some(coord);
+        self
+    }
+
+    /// Kills nodes where `hook` says.
+    pub fn faults(mut self, hook: impl FaultHook) -> Self {
+        self.faults = Some(Arc::new(hook));
+        self
+    }
+
+    /// Drops connections and duplicates requests on the client side.
+    pub fn transport_faults(mut self, faults: TransportFaults) -> Self {
+        self.transport = faults;
+        self
+    }
+
+    /// Fails the job if it has not ended after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs the job to its end.
+    pub fn run(self) -> crate::Result<JobResult> {
+        let coord: Arc<dyn Coordinator> = self.coord.clone().unwrap_or_else(|| Arc::new(Embedded::new()));
+        let keys = Keys::new(&self.job.name);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::Error::Io(e.to_string()))?;
+        // This run owns the job's keys.
+        rt.block_on(coord.delete_prefix(keys.root()))?;
+
+        let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
+        let mut next_id = 0u64;
+        let mut live = 0usize;
+        let mut start = |preferred: Option<TaskId>, live: &mut usize| -> crate::Result<()> {
+            let cfg = NodeConfig {
+                job: self.job.clone(),
+                coord: coord.clone(),
+                node_id: next_id,
+                preferred_task: preferred,
+                faults: self.faults.clone(),
+                transport_faults: self.transport.clone(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            let id = next_id;
+            next_id += 1;
+            let exits = exits.clone();
+            std::thread::Builder::new()
+                .name(format!("taskgraph-node-{id}"))
+                .spawn(move || {
+                    // A panic in the node (not in a task: those fail the
+                    // job) is reported like any other node failure.
+                    let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node::run_blocking(cfg)))
+                        .unwrap_or_else(|_| Err(crate::Error::Node(format!("node {id} panicked"))));
+                    let _ = exits.send((id, exit));
+                })
+                .map_err(|e| crate::Error::Io(format!("cannot start a node thread: {e}")))?;
+            *live += 1;
+            Ok(())
+        };
+        for t in 0..self.job.tasks {
+            start(Some(t), &mut live)?;
+        }
+        for _ in 0..self.spares {
+            start(None, &mut live)?;
+        }
+
+        let deadline = Instant::now() + self.timeout;
+        let mut kills = 0;
+        let mut restarts = 0;
+        let mut ended = false;
+        let mut timed_out = false;
+        let mut failure: Option<String> = None;
+        while live > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            match exit_rx.recv_timeout(if timed_out { Duration::from_secs(10) } else { wait }) {
+                Ok((id, exit)) => {
+                    live -= 1;
+                    let replace = match exit {
+                        Ok(NodeExit::JobEnded(_)) => {
+                            ended = true;
+                            false
+                        }
+                        Ok(NodeExit::Killed) => {
+                            kills += 1;
+                            true
+                        }
+                        Ok(NodeExit::LostLease) => true,
+                        Err(e) => {
+                            tracing::error!(node = id, error = %e, "node failed");
+                            failure.get_or_insert_with(|| format!("node {id} failed: {e}"));
+                            true
+                        }
+                    };
+                    if replace && !ended && !timed_out {
+                        restarts += 1;
+                        if restarts > self.max_restarts {
+                            failure.get_or_insert_with(|| format!("more than {} node restarts", self.max_restarts));
+                            let _ = rt.block_on(fail(&*coord, &keys, "too many node restarts"));
+                        } else {
+                            start(None, &mut live)?;
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if !timed_out => {
+                    timed_out = true;
+                    let why = format!("timed out after {:?}", self.timeout);
+                    let _ = rt.block_on(fail(&*coord, &keys, &why));
+                }
+                Err(_) => {
+                    return Err(crate::Error::Timeout(format!(
+                        "job `{}`: {live} node(s) did not stop after the job ended",
+                        self.job.name
+                    )))
+                }
+            }
+        }
+
+        let status = match rt.block_on(coord.get(&keys.status()))? {
+            Some(kv) => JobStatus::parse(&kv.value),
+            None => JobStatus::Failed("no status".into()),
+        };
+        let (records, _) = rt.block_on(coord.get_prefix(&keys.records()))?;
+        let records = records
+            .into_iter()
+            .map(|kv| (kv.key.trim_start_matches(&keys.records()).to_owned(), kv.value))
+            .collect();
+        if timed_out {
+            return Err(crate::Error::Timeout(format!("job `{}` timed out after {:?}", self.job.name, self.timeout)));
+        }
+        if let (Some(why), JobStatus::Running) = (&failure, &status) {
+            return Err(crate::Error::Node(why.clone()));
+        }
+        Ok(JobResult { status, records, kills, nodes_started: next_id as usize })
+    }
+}
+
+async fn fail(coord: &dyn Coordinator, keys: &Keys, why: &str) -> crate::Result<()> {
+    coord
+        .compare_and_swap(
+            &keys.status(),
+            crate::coord::Expect::Value(JobStatus::Running.encode()),
+            &JobStatus::Failed(why.to_owned()).encode(),
+            None,
+        )
+        .await?
+        .ok();
+    Ok(())
+}
+
+/// The kinds of [`FaultPoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// [`FaultPoint::EnterEpoch`].
+    EnterEpoch,
+    /// [`FaultPoint::DataReceived`].
+    DataReceived,
+    /// [`FaultPoint::BeforeServe`].
+    BeforeServe,
+    /// [`FaultPoint::AfterServe`].
+    AfterServe,
+}
+
+#[derive(Clone, Debug)]
+enum Rule {
+    Exact(FaultPoint),
+    Random { kind: FaultKind, probability: f64, tasks: Range<TaskId>, edge: Option<u32> },
+}
+
+/// A deterministic fault plan: exact points, and random ones decided by a
+/// hash of the seed and the point (so a seed gives the same kills whatever
+/// the timing). Each point fires at most once: the replacement node that
+/// passes the same point again lives.
+#[derive(Debug)]
+pub struct Faults {
+    seed: u64,
+    rules: Vec<Rule>,
+    fired: Mutex<HashSet<FaultPoint>>,
+}
+
+impl Faults {
+    /// An empty plan with this seed.
+    pub fn new(seed: u64) -> Self {
+        Faults { seed, rules: Vec::new(), fired: Mutex::new(HashSet::new()) }
+    }
+
+    /// Kills the node at exactly this point.
+    pub fn at(mut self, point: FaultPoint) -> Self {
+        self.rules.push(Rule::Exact(point));
+        self
+    }
+
+    /// Kills the node of a task in `tasks` at points of `kind` (on `edge`,
+    /// if given) with `probability`.
+    pub fn random(mut self, kind: FaultKind, probability: f64, tasks: Range<TaskId>, edge: Option<u32>) -> Self {
+        self.rules.push(Rule::Random { kind, probability, tasks, edge });
+        self
+    }
+
+    /// How many points have fired.
+    pub fn fired(&self) -> usize {
+        self.fired.lock().expect("fault plan lock").len()
+    }
+
+    fn decide(&self, point: &FaultPoint) -> bool {
+        let (kind, task, epoch, other, edge) = match *point {
+            FaultPoint::EnterEpoch { task, epoch } => (FaultKind::EnterEpoch, task, epoch, 0, None),
+            FaultPoint::DataReceived { task, epoch, from, edge } => (FaultKind::DataReceived, task, epoch, from, Some(edge)),
+            FaultPoint::BeforeServe { task, epoch, to, edge } => (FaultKind::BeforeServe, task, epoch, to, Some(edge)),
+            FaultPoint::AfterServe { task, epoch, to, edge } => (FaultKind::AfterServe, task, epoch, to, Some(edge)),
+        };
+        self.rules.iter().any(|rule| match rule {
+            Rule::Exact(p) => p == point,
+            Rule::Random { kind: k, probability, tasks, edge: want } => {
+                if *k != kind || !tasks.contains(&task) || want.is_some_and(|w| Some(w) != edge) {
+                    return false;
+                }
+                let h = mix(mix(mix(mix(self.seed ^ kind as u64, task), epoch), other), edge.map_or(u64::MAX, u64::from));
+                (h as f64 / u64::MAX as f64) < *probability
+            }
+        })
+    }
+}
+
+impl FaultHook for Faults {
+    fn kill(&self, point: &FaultPoint) -> bool {
+        if !self.decide(point) {
+            return false;
+        }
+        self.fired.lock().expect("fault plan lock").insert(point.clone())
+    }
+}
+
+impl FaultHook for Arc<Faults> {
+    fn kill(&self, point: &FaultPoint) -> bool {
+        (**self).kill(point)
+    }
+}
+
+/// SplitMix64 over `(h, v)`: a stable, well-spread hash.
+fn mix(h: u64, v: u64) -> u64 {
+    let mut z = h.wrapping_add(v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,819 @@
+//! A node: one thread running one event loop, hosting one task as its
+//! primary, or waiting as a spare to take over a task whose node died.
+//!
+//! Everything of a node lives on its thread (capnp-rpc is `!Send`): a
+//! current-thread tokio runtime with a `LocalSet` runs the RPC server, the
+//! connections to peers, the coordinator watch and the event loop, which
+//! owns the task and calls its handlers one at a time.
+//!
+//! The event loop is a plain state machine fed by one channel: requests
+//! from peers, answers to this node's fetches, coordinator changes, and a
+//! retry tick. Handlers' actions run in order after each handler.
+
+mod transport;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::coord::{Coordinator, Event as CoordEvent, Expect, KeyValue, LeaseId};
+use crate::graph::{Epoch, TaskId};
+use crate::job::{Job, JobStatus, Keys, PrimaryValue};
+use crate::task::{Action, Context, Received, ServeRequest, Task};
+
+pub use transport::TransportFaults;
+pub(crate) use transport::{FetchFailure, Status, StatusKind};
+use transport::{Peers, Shared};
+
+/// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
+/// of these points, and the node dies on the spot if it says so.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// The task is about to enter `epoch` (before its handler runs).
+    EnterEpoch {
+        /// The task.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// A fetched message arrived (before `data_ready`).
+    DataReceived {
+        /// The task that fetched.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The task it came from.
+        from: TaskId,
+        /// The edge.
+        edge: u32,
+    },
+    /// A neighbour's fetch arrived (before `serve`).
+    BeforeServe {
+        /// The serving task.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The task asking.
+        to: TaskId,
+        /// The edge.
+        edge: u32,
+    },
+    /// The task replied to a fetch (the reply has been sent).
+    AfterServe {
+        /// The serving task.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The task asking.
+        to: TaskId,
+        /// The edge.
+        edge: u32,
+    },
+}
+
+/// Decides where nodes die (fault injection for tests and chaos runs).
+pub trait FaultHook: Send + Sync + 'static {
+    /// Whether the node at `point` dies now.
+    fn kill(&self, point: &FaultPoint) -> bool;
+}
+
+/// Why a node stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeExit {
+    /// The job ended.
+    JobEnded(JobStatus),
+    /// A fault hook killed it.
+    Killed,
+    /// It lost its lease (or its task's key) while alive.
+    LostLease,
+}
+
+/// What a node needs to run.
+#[derive(Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) job: Job,
+    pub(crate) coord: Arc<dyn Coordinator>,
+    pub(crate) node_id: u64,
+    pub(crate) preferred_task: Option<TaskId>,
+    pub(crate) faults: Option<Arc<dyn FaultHook>>,
+    pub(crate) transport_faults: TransportFaults,
+    pub(crate) listen: SocketAddr,
+}
+
+/// What a serving node answers a fetch with: the message frame, or why not.
+pub(crate) type Answer = Result<Arc<Vec<u8>>, Status>;
+
+/// Where the answer to one fetch goes.
+type Responder = oneshot::Sender<Answer>;
+
+/// An event for the loop.
+pub(crate) enum Event {
+    /// A peer fetches from this node's task.
+    Fetch(transport::FetchRequest, oneshot::Sender<Answer>),
+    /// A peer flags this node's task.
+    Flag(transport::MetaFlag, oneshot::Sender<Status>),
+    /// One of this node's fetches finished (one attempt of it).
+    FetchDone { seq: u64, attempt: u32, result: Result<Arc<Vec<u8>>, FetchFailure> },
+    /// The coordinator changed.
+    Coord(CoordEvent),
+    /// The coordinator watch or keep-alive failed.
+    CoordLost(String),
+}
+
+/// One of this node's fetches.
+#[derive(Debug)]
+struct Outstanding {
+    edge: u32,
+    to: TaskId,
+    epoch: Epoch,
+    /// The attempt in flight (results of older attempts are stale).
+    attempt: u32,
+    in_flight: bool,
+    /// The term of the node the attempt went to.
+    sent_to_term: u64,
+    /// When to try again if not in flight.
+    retry_at: Instant,
+}
+
+/// What a served (edge, requester) pair of this epoch is at.
+enum Served {
+    Pending(Vec<Responder>),
+    Ready(Arc<Vec<u8>>),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Primary {
+    /// The node's id (for logs and status).
+    #[allow(dead_code)]
+    node: u64,
+    addr: SocketAddr,
+    term: u64,
+}
+
+struct Loop {
+    cfg: NodeConfig,
+    keys: Keys,
+    lease: LeaseId,
+    value: Vec<u8>,
+    tx: mpsc::UnboundedSender<Event>,
+    peers: Rc<Peers>,
+    shared: Rc<Shared>,
+    /// The task this node is primary of, and its term.
+    role: Option<(TaskId, u64)>,
+    task: Option<Box<dyn Task>>,
+    epoch: Epoch,
+    entered: bool,
+    status: JobStatus,
+    primaries: HashMap<TaskId, Primary>,
+    served: HashMap<(u32, TaskId), Served>,
+    held: Vec<(transport::FetchRequest, Responder)>,
+    outstanding: HashMap<u64, Outstanding>,
+    next_seq: u64,
+    /// Tasks whose primary key was seen deleted (for spares to claim).
+    vacant: HashSet<TaskId>,
+    /// Actions of handlers, run in order by `apply_pending`.
+    pending: std::collections::VecDeque<Action>,
+}
+
+const MAX_HELD: usize = 100_000;
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+type Exit = NodeExit;
+
+/// Runs a node on the current thread until it stops.
+pub(crate) fn run_blocking(cfg: NodeConfig) -> crate::Result<NodeExit> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::Io(format!("cannot start a node runtime: {e}")))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run(cfg))
+}
+
+async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
+    let keys = Keys::new(&cfg.job.name);
+    let coord = cfg.coord.clone();
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| crate::Error::Io(format!("node {} cannot listen on {}: {e}", cfg.node_id, cfg.listen)))?;
+    let addr = listener.local_addr().map_err(|e| crate::Error::Io(e.to_string()))?;
+
+    // The job's layout, created by whichever node comes first.
+    // (`Err(existing)` just means another node came first.)
+    let _ = coord.create(&keys.epoch(), b"0", None).await?;
+    let _ = coord.create(&keys.status(), &JobStatus::Running.encode(), None).await?;
+
+    let lease = coord.grant(cfg.job.lease_ttl).await?;
+    coord.put(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
+    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone()));
+    tokio::task::spawn_local(transport::serve(listener, tx.clone(), shared.clone()));
+    tokio::task::spawn_local(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone()));
+
+    let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
+    let mut watch = coord.watch(keys.root(), revision + 1).await?;
+    let watch_tx = tx.clone();
+    tokio::task::spawn_local(async move {
+        while let Some(event) = watch.next().await {
+            let msg = match event {
+                Ok(e) => Event::Coord(e),
+                Err(e) => Event::CoordLost(e.to_string()),
+            };
+            if watch_tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+
+    let value = PrimaryValue { node: cfg.node_id, addr }.encode();
+    let mut node = Loop {
+        keys,
+        lease,
+        value,
+        tx,
+        peers,
+        shared,
+        role: None,
+        task: None,
+        epoch: 0,
+        entered: false,
+        status: JobStatus::Running,
+        primaries: HashMap::new(),
+        served: HashMap::new(),
+        held: Vec::new(),
+        outstanding: HashMap::new(),
+        next_seq: 1,
+        vacant: HashSet::new(),
+        pending: Default::default(),
+        cfg,
+    };
+    let exit = node.main(snapshot, rx).await;
+    // A clean end gives the lease back; a killed node just vanishes.
+    if matches!(exit, NodeExit::JobEnded(_)) {
+        let _ = coord.revoke(lease).await;
+    }
+    Ok(exit)
+}
+
+async fn keep_alive(coord: Arc<dyn Coordinator>, lease: LeaseId, ttl: Duration, tx: mpsc::UnboundedSender<Event>) {
+    let period = (ttl / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(e) = coord.keep_alive(lease).await {
+            let _ = tx.send(Event::CoordLost(format!("keep-alive failed: {e}")));
+            return;
+        }
+    }
+}
+
+impl Loop {
+    async fn main(&mut self, snapshot: Vec<KeyValue>, mut rx: mpsc::UnboundedReceiver<Event>) -> NodeExit {
+        for kv in snapshot {
+            if let Some(exit) = self.on_put(kv).await {
+                return exit;
+            }
+        }
+        if let JobStatus::Done | JobStatus::Failed(_) = self.status {
+            return NodeExit::JobEnded(self.status.clone());
+        }
+        // Claim the preferred task, or any task without a primary.
+        let mut wanted: Vec<TaskId> = self.cfg.preferred_task.into_iter().collect();
+        wanted.extend((0..self.cfg.job.tasks).filter(|t| !self.primaries.contains_key(t)));
+        for t in wanted {
+            if self.role.is_some() {
+                break;
+            }
+            if let Err(exit) = self.try_claim(t).await {
+                return exit;
+            }
+        }
+        let mut tick = tokio::time::interval(RETRY_MIN);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut result = tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => Err(NodeExit::LostLease),
+                },
+                _ = tick.tick() => self.retry_due().await,
+            };
+            if result.is_ok() {
+                result = self.apply_pending().await;
+            }
+            if let Err(exit) = result {
+                self.shutdown(&exit);
+                return exit;
+            }
+        }
+    }
+
+    fn shutdown(&mut self, exit: &NodeExit) {
+        if let NodeExit::JobEnded(_) = exit {
+            // Peers still waiting on this node get a clear answer.
+            let status = Status::new(StatusKind::ShuttingDown, "the job ended", self.epoch, self.term());
+            for (_, waiters) in self.served.drain() {
+                if let Served::Pending(ws) = waiters {
+                    for w in ws {
+                        let _ = w.send(Err(status.clone()));
+                    }
+                }
+            }
+            for (_, w) in self.held.drain(..) {
+                let _ = w.send(Err(status.clone()));
+            }
+        }
+    }
+
+    fn term(&self) -> u64 {
+        self.role.map_or(0, |(_, term)| term)
+    }
+
+    fn kill_at(&self, point: FaultPoint) -> Result<(), Exit> {
+        match &self.cfg.faults {
+            Some(hook) if hook.kill(&point) => {
+                tracing::info!(node = self.cfg.node_id, ?point, "fault injected: node dies");
+                Err(NodeExit::Killed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Result<(), Exit> {
+        match event {
+            Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
+            Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
+            Event::FetchDone { seq, attempt, result } => self.on_fetch_done(seq, attempt, result).await,
+            Event::Coord(CoordEvent::Put(kv)) => match self.on_put(kv).await {
+                Some(exit) => Err(exit),
+                None => Ok(()),
+            },
+            Event::Coord(CoordEvent::Delete { key, .. }) => self.on_delete(&key).await,
+            Event::CoordLost(why) => {
+                tracing::warn!(node = self.cfg.node_id, %why, "lost the coordinator");
+                Err(NodeExit::LostLease)
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Coordinator changes.
+
+    async fn on_put(&mut self, kv: KeyValue) -> Option<Exit> {
+        if kv.key == self.keys.epoch() {
+            let epoch = std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok());
+            match epoch {
+                Some(e) => return self.set_epoch(e).await.err(),
+                None => tracing::error!(value = ?kv.value, "unreadable epoch in the coordinator"),
+            }
+        } else if kv.key == self.keys.status() {
+            self.status = JobStatus::parse(&kv.value);
+            if self.status != JobStatus::Running {
+                self.call(|task, cx| task.exit(cx));
+                return Some(NodeExit::JobEnded(self.status.clone()));
+            }
+        } else if let Some(t) = self.keys.primary_task(&kv.key) {
+            let Some(v) = PrimaryValue::parse(&kv.value) else {
+                tracing::error!(key = %kv.key, "unreadable primary value");
+                return None;
+            };
+            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64 };
+            let was_vacant = self.vacant.remove(&t);
+            let old = self.primaries.insert(t, new);
+            let restarted = match old {
+                Some(o) => o.term != new.term,
+                None => was_vacant,
+            };
+            if restarted {
+                self.neighbour_event(t, true);
+            }
+            self.reroute(t).await;
+        }
+        None
+    }
+
+    async fn on_delete(&mut self, key: &str) -> Result<(), Exit> {
+        let Some(t) = self.keys.primary_task(key) else { return Ok(()) };
+        self.primaries.remove(&t);
+        if self.role.is_some_and(|(mine, _)| mine == t) {
+            // Our own key is gone while we live: our lease ended.
+            tracing::warn!(node = self.cfg.node_id, task = t, "lost the task's key");
+            return Err(NodeExit::LostLease);
+        }
+        if self.status != JobStatus::Running {
+            return Ok(());
+        }
+        self.vacant.insert(t);
+        if self.role.is_none() {
+            return self.try_claim(t).await;
+        }
+        self.neighbour_event(t, false);
+        Ok(())
+    }
+
+    /// Tells the task a neighbour failed or restarted, once per link it is
+    /// a neighbour over this epoch.
+    fn neighbour_event(&mut self, t: TaskId, restarted: bool) {
+        let Some((me, _)) = self.role else { return };
+        if !self.entered || t == me {
+            return;
+        }
+        let topology = self.cfg.job.topology.clone();
+        for link in topology.links().to_vec() {
+            if topology.neighbours(link.id, me, self.epoch).contains(&t) {
+                self.call(|task, cx| {
+                    if restarted {
+                        task.neighbour_restarted(cx, link, t)
+                    } else {
+                        task.neighbour_failed(cx, link, t)
+                    }
+                });
+            }
+        }
+    }
+
+    async fn try_claim(&mut self, t: TaskId) -> Result<(), Exit> {
+        if self.role.is_some() || self.status != JobStatus::Running {
+            return Ok(());
+        }
+        let key = self.keys.primary(t);
+        match self.cfg.coord.create(&key, &self.value, Some(self.lease)).await {
+            Ok(Ok(kv)) => {
+                let term = kv.create_revision as u64;
+                tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
+                self.role = Some((t, term));
+                self.shared.set_role(t as i64, term);
+                self.primaries.insert(t, Primary { node: self.cfg.node_id, addr: self.shared.addr(), term });
+                self.vacant.remove(&t);
+                self.task = Some((self.cfg.job.factory)(t));
+                self.call(|task, cx| task.init(cx));
+                self.apply_pending().await?;
+                let epoch = self.epoch;
+                self.enter(epoch).await
+            }
+            Ok(Err(_)) => Ok(()),
+            Err(e) => {
+                tracing::warn!(node = self.cfg.node_id, task = t, error = %e, "cannot claim a task");
+                Err(NodeExit::LostLease)
+            }
+        }
+    }
+
+    async fn set_epoch(&mut self, e: Epoch) -> Result<(), Exit> {
+        if e < self.epoch || (e == self.epoch && self.entered) {
+            return Ok(());
+        }
+        self.epoch = e;
+        self.shared.set_epoch(e);
+        if self.role.is_some() {
+            self.enter(e).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn enter(&mut self, e: Epoch) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        self.entered = true;
+        // Drop the old epoch: its replies, transfers and fetches.
+        let stale = Status::new(StatusKind::StaleEpoch, "the epoch is over", e, self.term());
+        for (_, served) in self.served.drain() {
+            if let Served::Pending(ws) = served {
+                for w in ws {
+                    let _ = w.send(Err(stale.clone()));
+                }
+            }
+        }
+        self.shared.clear_transfers();
+        self.outstanding.retain(|_, o| o.epoch >= e);
+        if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
+            tracing::error!(%why, "topology check failed");
+            self.end(Some(why)).await;
+            return Ok(());
+        }
+        self.kill_at(FaultPoint::EnterEpoch { task: me, epoch: e })?;
+        self.call(|task, cx| task.enter_epoch(cx, e));
+        self.apply_pending().await?;
+        // Requests that arrived early.
+        let held = std::mem::take(&mut self.held);
+        for (req, respond) in held {
+            if req.epoch <= e {
+                Box::pin(self.on_fetch(req, respond)).await?;
+            } else {
+                self.held.push((req, respond));
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Calling the task.
+
+    /// Calls a handler; its actions wait in `pending` for
+    /// [`apply_pending`](Self::apply_pending).
+    fn call(&mut self, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) {
+        let Some((me, _)) = self.role else { return };
+        let Some(task) = self.task.as_mut() else { return };
+        let topology = self.cfg.job.topology.clone();
+        let mut actions = Vec::new();
+        let mut cx = Context { task: me, epoch: self.epoch, tasks: self.cfg.job.tasks, topology: &*topology, actions: &mut actions };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(task.as_mut(), &mut cx)));
+        if let Err(panic) = result {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            actions.push(Action::End { failure: Some(format!("task {me} panicked at epoch {}: {what}", self.epoch)) });
+        }
+        self.pending.extend(actions);
+    }
+
+    async fn apply_pending(&mut self) -> Result<(), Exit> {
+        while let Some(action) = self.pending.pop_front() {
+            self.apply(action).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, action: Action) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        match action {
+            Action::Fetch { edge, to } => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.outstanding.insert(
+                    seq,
+                    Outstanding { edge, to, epoch: self.epoch, attempt: 0, in_flight: false, sent_to_term: 0, retry_at: Instant::now() },
+                );
+                self.send(seq);
+            }
+            Action::Reply { request, frame } => {
+                if request.epoch != self.epoch {
+                    return Ok(());
+                }
+                match self.served.insert((request.edge, request.from), Served::Ready(frame.clone())) {
+                    Some(Served::Pending(waiters)) => {
+                        for w in waiters {
+                            let _ = w.send(Ok(frame.clone()));
+                        }
+                    }
+                    Some(Served::Ready(first)) => {
+                        tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
+                        self.served.insert((request.edge, request.from), Served::Ready(first));
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
+            }
+            Action::Flag { link, to, meta } => {
+                if let Some(p) = self.primaries.get(&to).copied() {
+                    let flag = transport::MetaFlag {
+                        job: self.cfg.job.name.clone(),
+                        epoch: self.epoch,
+                        from_task: me,
+                        to_task: to,
+                        link,
+                        meta,
+                        term: self.term(),
+                    };
+                    let peers = self.peers.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = peers.flag(p.addr, flag).await {
+                            tracing::debug!(error = ?e, "flag not delivered");
+                        }
+                    });
+                }
+            }
+            Action::Record { name, value } => {
+                if let Err(e) = self.cfg.coord.put(&self.keys.record(&name), &value, None).await {
+                    tracing::warn!(error = %e, "cannot record a result");
+                    return Err(NodeExit::LostLease);
+                }
+            }
+            Action::Advance { from } => {
+                let key = self.keys.epoch();
+                let result = self
+                    .cfg
+                    .coord
+                    .compare_and_swap(&key, Expect::Value(from.to_string().into_bytes()), (from + 1).to_string().as_bytes(), None)
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "cannot advance the epoch");
+                    return Err(NodeExit::LostLease);
+                }
+            }
+            Action::End { failure } => self.end(failure).await,
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self, failure: Option<String>) {
+        let status = match failure {
+            None => JobStatus::Done,
+            Some(r) => JobStatus::Failed(r),
+        };
+        let key = self.keys.status();
+        if let Err(e) = self.cfg.coord.compare_and_swap(&key, Expect::Value(JobStatus::Running.encode()), &status.encode(), None).await {
+            tracing::warn!(error = %e, "cannot end the job");
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Serving.
+
+    async fn on_fetch(
+        &mut self,
+        req: transport::FetchRequest,
+        respond: Responder,
+    ) -> Result<(), Exit> {
+        let job = &self.cfg.job;
+        let refuse = |kind, detail: String, epoch, term| Err(Status::new(kind, detail, epoch, term));
+        let check: Result<(), Status> = if req.job != job.name {
+            refuse(StatusKind::WrongJob, format!("this node runs job `{}`, not `{}`", job.name, req.job), self.epoch, self.term())
+        } else if req.to_task >= job.tasks || req.from_task >= job.tasks {
+            refuse(StatusKind::UnknownTask, format!("the job has tasks 0..{}", job.tasks), self.epoch, self.term())
+        } else if !job.has_edge(req.edge) {
+            refuse(StatusKind::UnknownEdge, format!("the job declares no edge {}", req.edge), self.epoch, self.term())
+        } else if self.status != JobStatus::Running {
+            refuse(StatusKind::ShuttingDown, "the job ended".into(), self.epoch, self.term())
+        } else if self.role.map(|(t, _)| t) != Some(req.to_task) {
+            refuse(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.cfg.node_id, req.to_task), self.epoch, 0)
+        } else if req.responder_term > self.term() {
+            refuse(StatusKind::StaleTerm, format!("this node's term {} is older than {}", self.term(), req.responder_term), self.epoch, self.term())
+        } else if req.epoch < self.epoch {
+            refuse(StatusKind::StaleEpoch, format!("epoch {} is over; the job is at {}", req.epoch, self.epoch), self.epoch, self.term())
+        } else {
+            Ok(())
+        };
+        if let Err(status) = check {
+            let _ = respond.send(Err(status));
+            return Ok(());
+        }
+        if req.epoch > self.epoch || !self.entered {
+            // Early: answer once this task enters that epoch.
+            if self.held.len() >= MAX_HELD {
+                let _ = respond.send(Err(Status::new(StatusKind::Internal, "too many early requests", self.epoch, self.term())));
+            } else {
+                self.held.push((req, respond));
+            }
+            return Ok(());
+        }
+        let key = (req.edge, req.from_task);
+        match self.served.get_mut(&key) {
+            Some(Served::Ready(frame)) => {
+                let _ = respond.send(Ok(frame.clone()));
+            }
+            Some(Served::Pending(waiters)) => waiters.push(respond),
+            None => {
+                let me = req.to_task;
+                self.served.insert(key, Served::Pending(vec![respond]));
+                self.kill_at(FaultPoint::BeforeServe { task: me, epoch: req.epoch, to: req.from_task, edge: req.edge })?;
+                let request = ServeRequest { from: req.from_task, edge: req.edge, epoch: req.epoch };
+                self.call(|task, cx| task.serve(cx, request));
+                self.apply_pending().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_flag(&mut self, flag: transport::MetaFlag, respond: oneshot::Sender<Status>) -> Result<(), Exit> {
+        let ok = flag.job == self.cfg.job.name
+            && self.role.map(|(t, _)| t) == Some(flag.to_task)
+            && flag.epoch == self.epoch
+            && (flag.link as usize) < self.cfg.job.topology.links().len();
+        if !ok {
+            let _ = respond.send(Status::new(StatusKind::BadRequest, "flag not for this task and epoch", self.epoch, self.term()));
+            return Ok(());
+        }
+        let _ = respond.send(Status::ok(self.epoch, self.term()));
+        let link = self.cfg.job.topology.links()[flag.link as usize];
+        self.call(|task, cx| task.meta_ready(cx, flag.from_task, link, &flag.meta));
+        self.apply_pending().await
+    }
+
+    // -----------------------------------------------------------------------
+    // Fetching.
+
+    /// Sends (or resends) fetch `seq` to its task's current primary.
+    fn send(&mut self, seq: u64) {
+        let Some(o) = self.outstanding.get_mut(&seq) else { return };
+        let Some(p) = self.primaries.get(&o.to).copied() else {
+            o.in_flight = false;
+            o.retry_at = Instant::now() + RETRY_MIN;
+            return;
+        };
+        let Some((me, my_term)) = self.role else { return };
+        o.attempt += 1;
+        o.in_flight = true;
+        o.sent_to_term = p.term;
+        let req = transport::FetchRequest {
+            job: self.cfg.job.name.clone(),
+            epoch: o.epoch,
+            from_task: me,
+            to_task: o.to,
+            edge: o.edge,
+            seq,
+            requester_term: my_term,
+            responder_term: p.term,
+        };
+        let attempt = o.attempt;
+        let peers = self.peers.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_local(async move {
+            for result in peers.fetch(p.addr, req, attempt).await {
+                let _ = tx.send(Event::FetchDone { seq, attempt, result });
+            }
+        });
+    }
+
+    /// Resends the fetches to task `t` that went to an older term, and
+    /// those waiting for a primary.
+    async fn reroute(&mut self, t: TaskId) {
+        let Some(p) = self.primaries.get(&t).copied() else { return };
+        let due: Vec<u64> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.to == t && (!o.in_flight || o.sent_to_term != p.term))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in due {
+            self.send(seq);
+        }
+    }
+
+    async fn retry_due(&mut self) -> Result<(), Exit> {
+        let now = Instant::now();
+        let due: Vec<u64> = self.outstanding.iter().filter(|(_, o)| !o.in_flight && o.retry_at <= now).map(|(s, _)| *s).collect();
+        for seq in due {
+            self.send(seq);
+        }
+        // A spare re-checks for tasks nobody holds (a missed race).
+        if self.role.is_none() && self.status == JobStatus::Running {
+            let vacant: Vec<TaskId> = self.vacant.iter().copied().collect();
+            for t in vacant {
+                if !self.primaries.contains_key(&t) {
+                    self.try_claim(t).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Arc<Vec<u8>>, FetchFailure>) -> Result<(), Exit> {
+        let Some(o) = self.outstanding.get_mut(&seq) else {
+            // Already delivered (a duplicate), or its epoch ended.
+            return Ok(());
+        };
+        match result {
+            Ok(bytes) => {
+                let o = self.outstanding.remove(&seq).expect("present");
+                let Some((me, _)) = self.role else { return Ok(()) };
+                if o.epoch != self.epoch {
+                    return Ok(());
+                }
+                self.kill_at(FaultPoint::DataReceived { task: me, epoch: o.epoch, from: o.to, edge: o.edge })?;
+                let received = Received { from: o.to, edge: o.edge, epoch: o.epoch, bytes, limits: self.cfg.job.limits.clone() };
+                self.call(|task, cx| task.data_ready(cx, received));
+                self.apply_pending().await
+            }
+            Err(failure) => {
+                if attempt != o.attempt {
+                    return Ok(());
+                }
+                o.in_flight = false;
+                let backoff = (RETRY_MIN * o.attempt.min(16)).min(RETRY_MAX);
+                o.retry_at = Instant::now() + backoff;
+                match failure {
+                    FetchFailure::Status(s) if s.kind.is_fatal() => {
+                        let reason = format!(
+                            "task {} cannot fetch edge {} from task {}: {:?}: {}",
+                            self.role.map_or(0, |r| r.0),
+                            o.edge,
+                            o.to,
+                            s.kind,
+                            s.detail
+                        );
+                        self.outstanding.remove(&seq);
+                        self.end(Some(reason)).await;
+                    }
+                    FetchFailure::Status(s) if s.kind == StatusKind::StaleEpoch => {
+                        // The responder is ahead: this epoch is over here too
+                        // once the coordinator's change arrives.
+                        tracing::debug!(seq, detail = %s.detail, "stale epoch");
+                    }
+                    other => tracing::debug!(seq, error = ?other, "fetch attempt failed; will retry"),
+                }
+                Ok(())
+            }
+        }
+    }
+}
