@@ -152,16 +152,18 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
         call.get().set_index(1);
         assert!(call.send().promise.await.is_err());
 
-        // A flag for the wrong epoch.
-        let mut call = client.flag_request();
-        {
-            let mut f = call.get().init_flag();
-            f.set_job(JOB);
-            f.set_epoch(7);
-            f.set_to_task(1);
+        // Flags for another node's task, and for an epoch that is over.
+        for (to, epoch, expected) in [(0, 1, StatusKind::BadRequest), (1, 0, StatusKind::StaleEpoch)] {
+            let mut call = client.flag_request();
+            {
+                let mut f = call.get().init_flag();
+                f.set_job(JOB);
+                f.set_epoch(epoch);
+                f.set_to_task(to);
+            }
+            let response = call.send().promise.await.unwrap();
+            assert_eq!(response.get().unwrap().get_status().unwrap().get_kind().unwrap(), expected);
         }
-        let response = call.send().promise.await.unwrap();
-        assert_eq!(response.get().unwrap().get_status().unwrap().get_kind().unwrap(), StatusKind::BadRequest);
 
         // After all that, the node still answers, right.
         let info = client.ping_request().send().promise.await.unwrap();

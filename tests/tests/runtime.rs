@@ -176,3 +176,91 @@ fn counter_without_faults() {
     let result = LocalCluster::new(jobs::counter_job("plain", 5, 20, 5)).timeout(Duration::from_secs(10)).run().unwrap();
     counts(&result, 20, 5);
 }
+
+/// Records the events it gets: flags, neighbours failing and restarting.
+struct Watcher;
+
+impl Task for Watcher {
+    fn enter_epoch(&mut self, cx: &mut Context<'_>, _epoch: Epoch) {
+        if cx.task() == 0 {
+            cx.flag(jobs::ALL, b"go");
+            for t in cx.neighbours(jobs::ALL) {
+                cx.fetch(jobs::NUM, t);
+            }
+        }
+    }
+    fn data_ready(&mut self, _: &mut Context<'_>, _: Received) {}
+    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
+        cx.reply(jobs::NUM, request, &jobs::Num { task: cx.task(), epoch: cx.epoch() });
+    }
+    fn meta_ready(&mut self, cx: &mut Context<'_>, from: TaskId, link: LinkType, meta: &[u8]) {
+        cx.record(format!("meta/{}/{}", cx.epoch(), cx.task()), format!("{from} {link} {}", String::from_utf8_lossy(meta)));
+    }
+    fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
+        cx.record(format!("failed/{}/{task}", cx.task()), link.name);
+    }
+    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
+        cx.record(format!("restarted/{}/{task}", cx.task()), link.name);
+    }
+}
+
+/// Task 0 of the watcher job: ends epochs when both answers are in.
+struct WatchRoot {
+    answers: usize,
+}
+
+impl Task for WatchRoot {
+    fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
+        self.answers = 0;
+        Watcher.enter_epoch(cx, epoch);
+    }
+    fn data_ready(&mut self, cx: &mut Context<'_>, _: Received) {
+        self.answers += 1;
+        if self.answers == 2 {
+            if cx.epoch() == 2 {
+                cx.end_job();
+            } else {
+                cx.advance_epoch();
+            }
+        }
+    }
+    fn serve(&mut self, _: &mut Context<'_>, _: ServeRequest) {}
+    fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
+        Watcher.neighbour_failed(cx, link, task)
+    }
+    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
+        Watcher.neighbour_restarted(cx, link, task)
+    }
+}
+
+#[test]
+fn tasks_get_flags_and_neighbour_events() {
+    let job = Job::new("events", 3, jobs::Ring { tasks: 3 }, |t| {
+        if t == 0 {
+            Box::new(WatchRoot { answers: 0 }) as Box<dyn Task>
+        } else {
+            Box::new(Watcher)
+        }
+    })
+    .edge(jobs::NUM)
+    .lease_ttl(Duration::from_millis(200));
+    let result = LocalCluster::new(job)
+        .spares(1)
+        .faults(Faults::new(0).at(FaultPoint::EnterEpoch { task: 1, epoch: 1 }))
+        .run()
+        .unwrap();
+    assert_eq!(result.status, JobStatus::Done, "{result:?}");
+    assert_eq!(result.kills, 1);
+    let text = |k: &str| result.records.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+    // Task 1's node died entering epoch 1: task 0 sees it fail, then come
+    // back on the spare, over the link it has task 1 on.
+    assert_eq!(text("failed/0/1").as_deref(), Some("all"));
+    assert_eq!(text("restarted/0/1").as_deref(), Some("all"));
+    // Every flag of every epoch arrived (the one to the dying node is
+    // delivered to its replacement, which enters the same epoch).
+    for e in 0..=2 {
+        for t in 1..=2 {
+            assert_eq!(text(&format!("meta/{e}/{t}")).as_deref(), Some("0 root go"), "epoch {e} task {t}: {:?}", result.records.keys());
+        }
+    }
+}

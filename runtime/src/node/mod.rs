@@ -117,6 +117,8 @@ pub(crate) enum Event {
     Fetch(transport::FetchRequest, oneshot::Sender<Answer>),
     /// A peer flags this node's task.
     Flag(transport::MetaFlag, oneshot::Sender<Status>),
+    /// One attempt to deliver a flag of this epoch finished.
+    FlagDone { index: usize, epoch: Epoch, term: u64, delivered: bool },
     /// One of this node's fetches finished (one attempt of it).
     FetchDone { seq: u64, attempt: u32, result: Result<Arc<Vec<u8>>, FetchFailure> },
     /// The coordinator changed.
@@ -138,6 +140,16 @@ struct Outstanding {
     sent_to_term: u64,
     /// When to try again if not in flight.
     retry_at: Instant,
+}
+
+/// A flag this task sent this epoch.
+#[derive(Debug)]
+struct SentFlag {
+    flag: transport::MetaFlag,
+    /// The term of the receiver's node it last went to.
+    sent_to_term: u64,
+    in_flight: bool,
+    delivered: bool,
 }
 
 /// What a served (edge, requester) pair of this epoch is at.
@@ -172,6 +184,11 @@ struct Loop {
     primaries: HashMap<TaskId, Primary>,
     served: HashMap<(u32, TaskId), Served>,
     held: Vec<(transport::FetchRequest, Responder)>,
+    /// Flags that came before this task entered their epoch.
+    held_flags: Vec<transport::MetaFlag>,
+    /// Flags this task sent this epoch: retried until a node of the
+    /// receiver takes them, and sent again to a receiver's new node.
+    flags: Vec<SentFlag>,
     outstanding: HashMap<u64, Outstanding>,
     next_seq: u64,
     /// Tasks whose primary key was seen deleted (for spares to claim).
@@ -249,6 +266,8 @@ async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         primaries: HashMap::new(),
         served: HashMap::new(),
         held: Vec::new(),
+        held_flags: Vec::new(),
+        flags: Vec::new(),
         outstanding: HashMap::new(),
         next_seq: 1,
         vacant: HashSet::new(),
@@ -351,6 +370,17 @@ impl Loop {
             Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
             Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
             Event::FetchDone { seq, attempt, result } => self.on_fetch_done(seq, attempt, result).await,
+            Event::FlagDone { index, epoch, term, delivered } => {
+                if epoch == self.epoch {
+                    if let Some(f) = self.flags.get_mut(index) {
+                        if f.sent_to_term == term {
+                            f.in_flight = false;
+                            f.delivered = delivered;
+                        }
+                    }
+                }
+                Ok(())
+            }
             Event::Coord(CoordEvent::Put(kv)) => match self.on_put(kv).await {
                 Some(exit) => Err(exit),
                 None => Ok(()),
@@ -493,6 +523,7 @@ impl Loop {
         }
         self.shared.clear_transfers();
         self.outstanding.retain(|_, o| o.epoch >= e);
+        self.flags.clear();
         if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
             tracing::error!(%why, "topology check failed");
             self.end(Some(why)).await;
@@ -501,7 +532,15 @@ impl Loop {
         self.kill_at(FaultPoint::EnterEpoch { task: me, epoch: e })?;
         self.call(|task, cx| task.enter_epoch(cx, e));
         self.apply_pending().await?;
-        // Requests that arrived early.
+        // Flags and requests that arrived early.
+        for flag in std::mem::take(&mut self.held_flags) {
+            match flag.epoch.cmp(&e) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => self.deliver_flag(flag),
+                std::cmp::Ordering::Greater => self.held_flags.push(flag),
+            }
+        }
+        self.apply_pending().await?;
         let held = std::mem::take(&mut self.held);
         for (req, respond) in held {
             if req.epoch <= e {
@@ -575,23 +614,20 @@ impl Loop {
                 self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
             }
             Action::Flag { link, to, meta } => {
-                if let Some(p) = self.primaries.get(&to).copied() {
-                    let flag = transport::MetaFlag {
-                        job: self.cfg.job.name.clone(),
-                        epoch: self.epoch,
-                        from_task: me,
-                        to_task: to,
-                        link,
-                        meta,
-                        term: self.term(),
-                    };
-                    let peers = self.peers.clone();
-                    tokio::task::spawn_local(async move {
-                        if let Err(e) = peers.flag(p.addr, flag).await {
-                            tracing::debug!(error = ?e, "flag not delivered");
-                        }
-                    });
-                }
+                // The receiver sees the flag over its side of the link.
+                let links = self.cfg.job.topology.links();
+                let link = links.get(link as usize).and_then(|l| l.inverse).unwrap_or(link);
+                let flag = transport::MetaFlag {
+                    job: self.cfg.job.name.clone(),
+                    epoch: self.epoch,
+                    from_task: me,
+                    to_task: to,
+                    link,
+                    meta,
+                    term: self.term(),
+                };
+                self.flags.push(SentFlag { flag, sent_to_term: 0, in_flight: false, delivered: false });
+                self.send_flag(self.flags.len() - 1);
             }
             Action::Record { name, value } => {
                 if let Err(e) = self.cfg.coord.put(&self.keys.record(&name), &value, None).await {
@@ -688,20 +724,53 @@ impl Loop {
     async fn on_flag(&mut self, flag: transport::MetaFlag, respond: oneshot::Sender<Status>) -> Result<(), Exit> {
         let ok = flag.job == self.cfg.job.name
             && self.role.map(|(t, _)| t) == Some(flag.to_task)
-            && flag.epoch == self.epoch
+            && flag.from_task < self.cfg.job.tasks
             && (flag.link as usize) < self.cfg.job.topology.links().len();
         if !ok {
-            let _ = respond.send(Status::new(StatusKind::BadRequest, "flag not for this task and epoch", self.epoch, self.term()));
+            let _ = respond.send(Status::new(StatusKind::BadRequest, "the flag is not for this node's task", self.epoch, self.term()));
+            return Ok(());
+        }
+        if flag.epoch < self.epoch {
+            let _ = respond.send(Status::new(StatusKind::StaleEpoch, format!("epoch {} is over", flag.epoch), self.epoch, self.term()));
             return Ok(());
         }
         let _ = respond.send(Status::ok(self.epoch, self.term()));
+        if flag.epoch > self.epoch || !self.entered {
+            // Early: deliver once this task enters that epoch.
+            if self.held_flags.len() < MAX_HELD {
+                self.held_flags.push(flag);
+            }
+            return Ok(());
+        }
+        self.deliver_flag(flag);
+        Ok(())
+    }
+
+    fn deliver_flag(&mut self, flag: transport::MetaFlag) {
         let link = self.cfg.job.topology.links()[flag.link as usize];
         self.call(|task, cx| task.meta_ready(cx, flag.from_task, link, &flag.meta));
-        self.apply_pending().await
     }
 
     // -----------------------------------------------------------------------
     // Fetching.
+
+    /// Sends (or resends) flag `index` of this epoch to its receiver's
+    /// current primary.
+    fn send_flag(&mut self, index: usize) {
+        let epoch = self.epoch;
+        let Some(f) = self.flags.get_mut(index) else { return };
+        let Some(p) = self.primaries.get(&f.flag.to_task).copied() else { return };
+        f.in_flight = true;
+        f.sent_to_term = p.term;
+        let (flag, peers, tx) = (f.flag.clone(), self.peers.clone(), self.tx.clone());
+        tokio::task::spawn_local(async move {
+            let result = peers.flag(p.addr, flag).await;
+            if let Err(e) = &result {
+                tracing::debug!(error = ?e, "flag not delivered; will retry");
+            }
+            let _ = tx.send(Event::FlagDone { index, epoch, term: p.term, delivered: result.is_ok() });
+        });
+    }
 
     /// Sends (or resends) fetch `seq` to its task's current primary.
     fn send(&mut self, seq: u64) {
@@ -748,6 +817,12 @@ impl Loop {
         for seq in due {
             self.send(seq);
         }
+        let flags: Vec<usize> = (0..self.flags.len())
+            .filter(|&i| self.flags[i].flag.to_task == t && self.flags[i].sent_to_term != p.term)
+            .collect();
+        for i in flags {
+            self.send_flag(i);
+        }
     }
 
     async fn retry_due(&mut self) -> Result<(), Exit> {
@@ -755,6 +830,10 @@ impl Loop {
         let due: Vec<u64> = self.outstanding.iter().filter(|(_, o)| !o.in_flight && o.retry_at <= now).map(|(s, _)| *s).collect();
         for seq in due {
             self.send(seq);
+        }
+        let flags: Vec<usize> = (0..self.flags.len()).filter(|&i| !self.flags[i].in_flight && !self.flags[i].delivered).collect();
+        for i in flags {
+            self.send_flag(i);
         }
         // A spare re-checks for tasks nobody holds (a missed race).
         if self.role.is_none() && self.status == JobStatus::Running {
