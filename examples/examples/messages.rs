@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo run --release -p taskgraph-examples --example messages`
 
+// Big message buffers: see the workspace Cargo.toml on why mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use taskgraph::message::{Frame, Message};
 
 /// A model parameter, as a parameter server would broadcast it.

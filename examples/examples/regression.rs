@@ -6,6 +6,10 @@
 //! cargo run --release --example regression -- --size 1000000 --fail f1,f2,f3 --seed 7
 //! ```
 
+// Big message buffers: see the workspace Cargo.toml on why mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use taskgraph::prelude::*;
 use taskgraph_examples::regression::{self, Scenario};
