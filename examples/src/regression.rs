@@ -74,6 +74,9 @@ pub struct Regression {
     size: usize,
     last_epoch: Epoch,
     param: Option<Vec<f32>>,
+    /// The parameter as served to our children: encoded once (the root)
+    /// or forwarded as it arrived (a worker).
+    param_frame: Option<Encoded<Param>>,
     grads: BTreeMap<TaskId, Vec<f32>>,
     children: Vec<TaskId>,
     /// Fetches of our parameter that came before we had it.
@@ -92,6 +95,7 @@ impl Regression {
             size,
             last_epoch,
             param: None,
+            param_frame: None,
             grads: BTreeMap::new(),
             children: Vec::new(),
             param_waiting: Vec::new(),
@@ -102,10 +106,9 @@ impl Regression {
     }
 
     fn serve_param(&mut self, cx: &mut Context<'_>) {
-        if let Some(p) = &self.param {
-            let msg = Param { values: p.clone() };
+        if let Some(frame) = &self.param_frame {
             for req in self.param_waiting.drain(..) {
-                cx.reply(PARAM, req, &msg);
+                cx.reply_encoded(PARAM, req, frame);
             }
         }
     }
@@ -152,6 +155,7 @@ impl Regression {
 impl Task for Regression {
     fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
         self.param = None;
+        self.param_frame = None;
         self.grads.clear();
         self.grad = None;
         self.grad_waiting = None;
@@ -159,7 +163,9 @@ impl Task for Regression {
         self.finished = false;
         self.children = cx.neighbours(CHILDREN);
         if cx.task() == 0 {
-            self.param = Some(vec![epoch as f32; self.size]);
+            let param = Param { values: vec![epoch as f32; self.size] };
+            self.param_frame = Some(Encoded::new(&param));
+            self.param = Some(param.values);
         } else {
             for parent in cx.neighbours(PARENT) {
                 cx.fetch(PARAM, parent);
@@ -173,9 +179,12 @@ impl Task for Regression {
 
     fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
         if data.is(PARAM) {
-            match data.decode(PARAM) {
-                Ok(p) => self.param = Some(p.values),
-                Err(e) => return cx.fail_job(format!("task {}: bad parameter: {e}", cx.task())),
+            match (data.decode(PARAM), data.encoded(PARAM)) {
+                (Ok(p), Ok(frame)) => {
+                    self.param = Some(p.values);
+                    self.param_frame = Some(frame);
+                }
+                (Err(e), _) | (_, Err(e)) => return cx.fail_job(format!("task {}: bad parameter: {e}", cx.task())),
             }
             self.serve_param(cx);
         } else if data.is(GRAD) {

@@ -122,6 +122,9 @@ impl Keys {
     pub(crate) fn status(&self) -> String {
         format!("{}status", self.root)
     }
+    pub(crate) fn tasks(&self) -> String {
+        format!("{}tasks/", self.root)
+    }
     pub(crate) fn primary(&self, task: TaskId) -> String {
         format!("{}tasks/{task}/primary", self.root)
     }

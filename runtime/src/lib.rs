@@ -43,7 +43,7 @@ pub mod prelude {
     pub use crate::graph::{Edge, Epoch, LinkType, TaskId, Topology};
     pub use crate::job::{Job, JobStatus};
     pub use crate::local::{FaultKind, Faults, JobResult, LocalCluster};
-    pub use crate::message::{Frame, Message};
+    pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;
     pub use crate::task::{Context, Received, ServeRequest, Task};
 }

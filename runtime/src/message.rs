@@ -251,3 +251,39 @@ impl<'a, T: Message> Frame<'a, T> {
         T::read(root).map_err(|e| DecodeError::from_capnp(name, e).into())
     }
 }
+
+/// A message already encoded, to send to many receivers (or to forward)
+/// without encoding it again. Cheap to clone.
+pub struct Encoded<M> {
+    pub(crate) frame: std::sync::Arc<Vec<u8>>,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for Encoded<M> {
+    fn clone(&self) -> Self {
+        Encoded { frame: self.frame.clone(), _m: PhantomData }
+    }
+}
+
+impl<M> std::fmt::Debug for Encoded<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded<{}>({} bytes)", std::any::type_name::<M>(), self.frame.len())
+    }
+}
+
+impl<M: Message> Encoded<M> {
+    /// Encodes `message` once.
+    pub fn new(message: &M) -> Self {
+        Encoded { frame: std::sync::Arc::new(message.encode()), _m: PhantomData }
+    }
+
+    /// A frame that has been checked to be an `M`.
+    pub(crate) fn from_checked(frame: std::sync::Arc<Vec<u8>>) -> Self {
+        Encoded { frame, _m: PhantomData }
+    }
+
+    /// The frame's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.frame
+    }
+}

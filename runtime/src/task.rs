@@ -33,7 +33,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::graph::{Edge, Epoch, LinkType, TaskId, Topology};
-use crate::message::{Frame, Limits, Message};
+use crate::message::{Encoded, Frame, Limits, Message};
 
 /// The handlers of a task. Only `enter_epoch`, `data_ready` and `serve`
 /// must be written; the rest default to doing nothing.
@@ -143,6 +143,12 @@ impl Received {
         self.check(edge)?;
         Frame::with_limits(&self.bytes, &self.limits)
     }
+    /// The message as it came, to forward to others without decoding and
+    /// encoding it again (its frame is checked first).
+    pub fn encoded<M: Message>(&self, edge: Edge<M>) -> crate::Result<Encoded<M>> {
+        self.frame(edge)?;
+        Ok(Encoded::from_checked(self.bytes.clone()))
+    }
     /// The raw frame.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -216,6 +222,16 @@ impl Context<'_> {
     ///
     /// If `request` asked for another edge: that is a bug in the task.
     pub fn reply<M: Message>(&mut self, edge: Edge<M>, request: ServeRequest, message: &M) {
+        self.reply_encoded(edge, request, &Encoded::new(message));
+    }
+
+    /// Answers `request` with a message encoded beforehand (one encoding
+    /// for many receivers, or a received message forwarded as it came).
+    ///
+    /// # Panics
+    ///
+    /// If `request` asked for another edge: that is a bug in the task.
+    pub fn reply_encoded<M: Message>(&mut self, edge: Edge<M>, request: ServeRequest, message: &Encoded<M>) {
         assert!(
             request.edge == edge.id,
             "task {} replied to a request for edge {} over edge `{}` ({})",
@@ -224,7 +240,7 @@ impl Context<'_> {
             edge.name,
             edge.id
         );
-        self.actions.push(Action::Reply { request, frame: Arc::new(message.encode()) });
+        self.actions.push(Action::Reply { request, frame: message.frame.clone() });
     }
 
     /// Flags every neighbour over `link` with a small `meta` payload.

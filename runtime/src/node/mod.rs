@@ -236,19 +236,23 @@ async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     tokio::task::spawn_local(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone()));
 
     let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
-    let mut watch = coord.watch(keys.root(), revision + 1).await?;
-    let watch_tx = tx.clone();
-    tokio::task::spawn_local(async move {
-        while let Some(event) = watch.next().await {
-            let msg = match event {
-                Ok(e) => Event::Coord(e),
-                Err(e) => Event::CoordLost(e.to_string()),
-            };
-            if watch_tx.send(msg).is_err() {
-                break;
+    // Watch only what the loop acts on (not records, which would wake
+    // every node each time a task records a result).
+    for prefix in [keys.epoch(), keys.status(), keys.tasks()] {
+        let mut watch = coord.watch(&prefix, revision + 1).await?;
+        let watch_tx = tx.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(event) = watch.next().await {
+                let msg = match event {
+                    Ok(e) => Event::Coord(e),
+                    Err(e) => Event::CoordLost(e.to_string()),
+                };
+                if watch_tx.send(msg).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        });
+    }
 
     let value = PrimaryValue { node: cfg.node_id, addr }.encode();
     let mut node = Loop {
