@@ -32,6 +32,7 @@ pub struct LocalCluster {
     transport: TransportFaults,
     timeout: Duration,
     max_restarts: usize,
+    threads: Option<usize>,
 }
 
 impl std::fmt::Debug for LocalCluster {
@@ -69,7 +70,16 @@ impl LocalCluster {
             transport: TransportFaults::default(),
             timeout: Duration::from_secs(60),
             max_restarts: 1000,
+            threads: None,
         }
+    }
+
+    /// Runs the nodes on `n` threads (default: one per core). Nodes on
+    /// one thread take turns: a handler that computes for long holds up
+    /// the others of its thread; `threads(nodes)` gives each its own.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
     }
 
     /// Starts `n` spare nodes besides the task nodes (a node killed by a
@@ -116,6 +126,15 @@ impl LocalCluster {
         rt.block_on(coord.delete_prefix(keys.root()))?;
 
         let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
+        let nodes = self.job.tasks as usize + self.spares;
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .min(nodes.max(1));
+        let mut pool = Vec::with_capacity(threads);
+        for i in 0..threads {
+            pool.push(NodeThread::start(i, exits.clone())?);
+        }
         let mut next_id = 0u64;
         let mut live = 0usize;
         let mut start = |preferred: Option<TaskId>, live: &mut usize| -> crate::Result<()> {
@@ -128,19 +147,8 @@ impl LocalCluster {
                 transport_faults: self.transport.clone(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             };
-            let id = next_id;
+            pool[next_id as usize % pool.len()].run(cfg)?;
             next_id += 1;
-            let exits = exits.clone();
-            std::thread::Builder::new()
-                .name(format!("taskgraph-node-{id}"))
-                .spawn(move || {
-                    // A panic in the node (not in a task: those fail the
-                    // job) is reported like any other node failure.
-                    let exit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node::run_blocking(cfg)))
-                        .unwrap_or_else(|_| Err(crate::Error::Node(format!("node {id} panicked"))));
-                    let _ = exits.send((id, exit));
-                })
-                .map_err(|e| crate::Error::Io(format!("cannot start a node thread: {e}")))?;
             *live += 1;
             Ok(())
         };
@@ -202,6 +210,10 @@ impl LocalCluster {
             }
         }
 
+        let _ = start; // ends the closure's borrow of the pool
+        for thread in pool {
+            thread.stop();
+        }
         let status = match rt.block_on(coord.get(&keys.status()))? {
             Some(kv) => JobStatus::parse(&kv.value),
             None => JobStatus::Failed("no status".into()),
@@ -218,6 +230,59 @@ impl LocalCluster {
             return Err(crate::Error::Node(why.clone()));
         }
         Ok(JobResult { status, records, kills, nodes_started: next_id as usize })
+    }
+}
+
+/// A thread that runs nodes on one `LocalSet`.
+struct NodeThread {
+    configs: tokio::sync::mpsc::UnboundedSender<NodeConfig>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl NodeThread {
+    fn start(index: usize, exits: mpsc::Sender<(u64, crate::Result<NodeExit>)>) -> crate::Result<Self> {
+        let (configs, mut incoming) = tokio::sync::mpsc::unbounded_channel::<NodeConfig>();
+        let handle = std::thread::Builder::new()
+            .name(format!("taskgraph-nodes-{index}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        // Report every node sent here as failed.
+                        while let Some(cfg) = incoming.blocking_recv() {
+                            let _ = exits.send((cfg.node_id, Err(crate::Error::Io(format!("no runtime: {e}")))));
+                        }
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    while let Some(cfg) = incoming.recv().await {
+                        let exits = exits.clone();
+                        tokio::task::spawn_local(async move {
+                            let id = cfg.node_id;
+                            // A panic in the node (not in a task: those fail
+                            // the job) is reported like any node failure.
+                            let exit = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(node::run(cfg)))
+                                .await
+                                .unwrap_or_else(|_| Err(crate::Error::Node(format!("node {id} panicked"))));
+                            let _ = exits.send((id, exit));
+                        });
+                    }
+                });
+            })
+            .map_err(|e| crate::Error::Io(format!("cannot start a node thread: {e}")))?;
+        Ok(NodeThread { configs, handle })
+    }
+
+    fn run(&self, cfg: NodeConfig) -> crate::Result<()> {
+        self.configs.send(cfg).map_err(|_| crate::Error::Io("a node thread has stopped".into()))
+    }
+
+    /// Ends the thread (every node on it has stopped) and waits for it.
+    fn stop(self) {
+        drop(self.configs);
+        let _ = self.handle.join();
     }
 }
 

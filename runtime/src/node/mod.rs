@@ -28,7 +28,7 @@ use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;
 pub(crate) use transport::{FetchFailure, Status, StatusKind};
-use transport::{Peers, Shared};
+use transport::{Peers, Shared, Spawner};
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
 /// of these points, and the node dies on the spot if it says so.
@@ -173,6 +173,7 @@ struct Loop {
     lease: LeaseId,
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
+    spawner: Spawner,
     peers: Rc<Peers>,
     shared: Rc<Shared>,
     /// The task this node is primary of, and its term.
@@ -204,6 +205,7 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 type Exit = NodeExit;
 
 /// Runs a node on the current thread until it stops.
+#[allow(dead_code)] // the node binary of the etcd issue runs one node per process
 pub(crate) fn run_blocking(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +215,9 @@ pub(crate) fn run_blocking(cfg: NodeConfig) -> crate::Result<NodeExit> {
     local.block_on(&rt, run(cfg))
 }
 
-async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
+/// Runs a node on the current thread's `LocalSet` until it stops; other
+/// nodes may share the thread.
+pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let keys = Keys::new(&cfg.job.name);
     let coord = cfg.coord.clone();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -229,11 +233,14 @@ async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let lease = coord.grant(cfg.job.lease_ttl).await?;
     coord.put(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?;
 
+    // Everything this node starts ends with it.
+    let spawner = Spawner::new();
+    let _stop_all = spawner.guard();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
-    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone()));
-    tokio::task::spawn_local(transport::serve(listener, tx.clone(), shared.clone()));
-    tokio::task::spawn_local(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone()));
+    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone()));
+    spawner.spawn(transport::serve(listener, tx.clone(), shared.clone(), spawner.clone()));
+    spawner.spawn(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone()));
 
     let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
     // Watch only what the loop acts on (not records, which would wake
@@ -241,7 +248,7 @@ async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     for prefix in [keys.epoch(), keys.status(), keys.tasks()] {
         let mut watch = coord.watch(&prefix, revision + 1).await?;
         let watch_tx = tx.clone();
-        tokio::task::spawn_local(async move {
+        spawner.spawn(async move {
             while let Some(event) = watch.next().await {
                 let msg = match event {
                     Ok(e) => Event::Coord(e),
@@ -260,6 +267,7 @@ async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         lease,
         value,
         tx,
+        spawner,
         peers,
         shared,
         role: None,
@@ -767,7 +775,7 @@ impl Loop {
         f.in_flight = true;
         f.sent_to_term = p.term;
         let (flag, peers, tx) = (f.flag.clone(), self.peers.clone(), self.tx.clone());
-        tokio::task::spawn_local(async move {
+        self.spawner.spawn(async move {
             let result = peers.flag(p.addr, flag).await;
             if let Err(e) = &result {
                 tracing::debug!(error = ?e, "flag not delivered; will retry");
@@ -801,7 +809,7 @@ impl Loop {
         let attempt = o.attempt;
         let peers = self.peers.clone();
         let tx = self.tx.clone();
-        tokio::task::spawn_local(async move {
+        self.spawner.spawn(async move {
             for result in peers.fetch(p.addr, req, attempt).await {
                 let _ = tx.send(Event::FetchDone { seq, attempt, result });
             }

@@ -33,6 +33,39 @@ const RECEIVE_LIMIT_WORDS: usize = (CHUNK_BYTES + (1 << 20)) / 8;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Chunk requests of one transfer in flight at once.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Spawns the background tasks of one node on the current thread's
+/// `LocalSet`, all tied to the node's life: when the node stops (returns,
+/// dies, panics), every one of them is cancelled at its next poll, which
+/// drops its sockets. Several nodes can so share one thread.
+#[derive(Clone)]
+pub(crate) struct Spawner {
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl Spawner {
+    pub(crate) fn new() -> Self {
+        Spawner { token: tokio_util::sync::CancellationToken::new() }
+    }
+
+    /// Cancels everything this spawner started when the guard is dropped.
+    pub(crate) fn guard(&self) -> tokio_util::sync::DropGuard {
+        self.token.clone().drop_guard()
+    }
+
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        let token = self.token.clone();
+        tokio::task::spawn_local(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+}
+
 /// The kinds of [`Status`] (the protocol's `StatusKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StatusKind {
@@ -228,7 +261,7 @@ fn receive_options() -> capnp::message::ReaderOptions {
 }
 
 /// Accepts connections and serves the `Node` interface on each.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Event>, shared: Rc<Shared>) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Event>, shared: Rc<Shared>, spawner: Spawner) {
     let server = NodeServer { tx, shared };
     let bootstrap: node::Client = capnp_rpc::new_client(server);
     loop {
@@ -249,7 +282,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, tx: mpsc::Unbounded
             receive_options(),
         );
         let rpc = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
-        tokio::task::spawn_local(async move {
+        spawner.spawn(async move {
             // A broken or malformed connection ends here, not the node.
             if let Err(e) = rpc.await {
                 tracing::debug!(error = %e, "connection ended");
@@ -398,6 +431,7 @@ struct Connection {
 
 /// The connections of one node to its peers.
 pub(crate) struct Peers {
+    spawner: Spawner,
     connections: RefCell<HashMap<SocketAddr, Connection>>,
     /// One connection attempt at a time, so that concurrent fetches to a
     /// new peer share one connection instead of racing to make several.
@@ -408,8 +442,9 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(limits: Limits, faults: TransportFaults) -> Self {
-        Peers { connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: AtomicU64::new(0) }
+    pub(crate) fn new(limits: Limits, faults: TransportFaults, spawner: Spawner) -> Self {
+        Peers {
+            spawner, connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: AtomicU64::new(0) }
     }
 
     fn live_client(&self, addr: SocketAddr) -> Option<node::Client> {
@@ -443,7 +478,7 @@ impl Peers {
         let disconnector = rpc.get_disconnector();
         let ended = Rc::new(Cell::new(false));
         let ended_flag = ended.clone();
-        tokio::task::spawn_local(async move {
+        self.spawner.spawn(async move {
             if let Err(e) = rpc.await {
                 tracing::debug!(%addr, error = %e, "connection to peer ended");
             }
@@ -454,14 +489,14 @@ impl Peers {
             .borrow_mut()
             .insert(addr, Connection { client: client.clone(), disconnector: Some(disconnector), ended });
         if let Some(old) = old {
-            Self::close(old);
+            self.close(old);
         }
         Ok(client)
     }
 
-    fn close(mut c: Connection) {
+    fn close(&self, mut c: Connection) {
         if let Some(d) = c.disconnector.take() {
-            tokio::task::spawn_local(async move {
+            self.spawner.spawn(async move {
                 let _ = d.await;
             });
         }
@@ -470,7 +505,7 @@ impl Peers {
     fn disconnect(&self, addr: SocketAddr) {
         let c = self.connections.borrow_mut().remove(&addr);
         if let Some(c) = c {
-            Self::close(c);
+            self.close(c);
         }
     }
 
@@ -545,11 +580,20 @@ impl Peers {
             return Err(FetchFailure::Invalid(format!("inconsistent sizes: {total} bytes in {chunks} chunks, first {}", frame.len())));
         }
         frame.reserve_exact(total - frame.len());
-        for index in 1..chunks {
-            let mut call = client.chunk_request();
-            call.get().set_transfer(transfer);
-            call.get().set_index(index);
-            let response = call.send().promise.await.map_err(|e| {
+        // The rest, up to CHUNKS_IN_FLIGHT requests at a time, so that the
+        // server prepares one chunk while another is on the wire.
+        let mut pending = futures::stream::FuturesOrdered::new();
+        let mut next = 1;
+        loop {
+            while next < chunks && pending.len() < CHUNKS_IN_FLIGHT {
+                let mut call = client.chunk_request();
+                call.get().set_transfer(transfer);
+                call.get().set_index(next);
+                pending.push_back(call.send().promise);
+                next += 1;
+            }
+            let Some(response) = futures::StreamExt::next(&mut pending).await else { break };
+            let response = response.map_err(|e| {
                 self.disconnect(addr);
                 FetchFailure::Transport(e.to_string())
             })?;
