@@ -10,6 +10,7 @@
 //! * [`graph`], [`task`], [`job`]: a job's tasks, topology and typed edges,
 //!   and the handlers a task implements;
 //! * [`local`]: running a whole job in one process, with fault injection;
+//! * [`launch`]: running a job as supervised node processes;
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
 //! * [`node`]: the node event loop and its capnp-rpc transport.
 
@@ -22,6 +23,7 @@ pub mod coord;
 mod error;
 pub mod graph;
 pub mod job;
+pub mod launch;
 pub mod local;
 pub mod message;
 pub mod node;
@@ -35,6 +37,7 @@ pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
 pub use job::{Job, JobStatus};
 pub use local::{Faults, JobResult, LocalCluster};
+pub use node::{run_node, NodeExit, NodeOptions};
 pub use message::Message;
 pub use task::{Context, Received, ServeRequest, Task};
 

@@ -18,16 +18,21 @@ use taskgraph_tests::jobs;
 
 const JOB: &str = "rogue";
 
-/// Waits (through a watch, bounded) until task 1 has a primary and the
-/// job is at epoch 1; returns task 1's node address and term.
-async fn wait_for_task_1(coord: &Embedded) -> (SocketAddr, u64) {
+/// Waits (through a watch, bounded) until tasks 0 and 1 have primaries and
+/// the job is at epoch 1; returns task 1's node address and term, and task
+/// 0's term.
+async fn wait_for_task_1(coord: &Embedded) -> (SocketAddr, u64, u64) {
     let root = format!("/taskgraph/{JOB}/");
     let (_, rev) = coord.get_prefix(&root).await.unwrap();
     let mut watch = coord.watch(&root, rev + 1).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut primary = None;
     let mut epoch_one = false;
+    let mut term_0 = None;
     loop {
+        if let Some(kv) = coord.get(&format!("{root}tasks/0/primary")).await.unwrap() {
+            term_0 = Some(kv.create_revision as u64);
+        }
         // Check the current state first: the events may all be past.
         if let Some(kv) = coord.get(&format!("{root}tasks/1/primary")).await.unwrap() {
             let text = String::from_utf8(kv.value).unwrap();
@@ -37,8 +42,8 @@ async fn wait_for_task_1(coord: &Embedded) -> (SocketAddr, u64) {
         if let Some(kv) = coord.get(&format!("{root}epoch")).await.unwrap() {
             epoch_one = kv.value == b"1";
         }
-        if let (Some(p), true) = (primary, epoch_one) {
-            return p;
+        if let (Some((addr, term)), Some(t0), true) = (primary, term_0, epoch_one) {
+            return (addr, term, t0);
         }
         let event = tokio::time::timeout_at(deadline, watch.next()).await.expect("the job did not start in time");
         assert!(matches!(event, Some(Ok(Event::Put(_) | Event::Delete { .. }))), "{event:?}");
@@ -66,12 +71,18 @@ struct Fetch {
     from: u64,
     to: u64,
     edge: u32,
+    requester_term: u64,
     responder_term: u64,
+}
+
+thread_local! {
+    /// Task 0's term: a real requester sends its own.
+    static TERM_0: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl Default for Fetch {
     fn default() -> Self {
-        Fetch { job: JOB, epoch: 1, from: 0, to: 1, edge: jobs::NUM.id, responder_term: 0 }
+        Fetch { job: JOB, epoch: 1, from: 0, to: 1, edge: jobs::NUM.id, requester_term: TERM_0.get(), responder_term: 0 }
     }
 }
 
@@ -86,7 +97,7 @@ async fn fetch(client: &node::Client, f: Fetch) -> (StatusKind, u64, Vec<u8>) {
         r.set_to_task(f.to);
         r.set_edge(f.edge);
         r.set_seq(1);
-        r.set_requester_term(0);
+        r.set_requester_term(f.requester_term);
         r.set_responder_term(f.responder_term);
     }
     let response = call.send().promise.await.expect("the node answers");
@@ -113,7 +124,8 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
-        let (addr, term) = wait_for_task_1(&coord).await;
+        let (addr, term, term_0) = wait_for_task_1(&coord).await;
+        TERM_0.set(term_0);
 
         // Garbage, bogus segment tables, an oversized frame, a cut-off
         // message, and a pile of connections that just close.
@@ -141,7 +153,11 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
         assert_eq!(kind(Fetch { from: 99, ..Fetch::default() }).await, StatusKind::UnknownTask);
         assert_eq!(kind(Fetch { edge: 77, ..Fetch::default() }).await, StatusKind::UnknownEdge);
         assert_eq!(kind(Fetch { to: 0, ..Fetch::default() }).await, StatusKind::NotPrimary);
+        // A claim of a newer term for task 1 is refused (and the node, which
+        // the coordinator says still holds task 1, stays).
         assert_eq!(kind(Fetch { responder_term: term + 1_000, ..Fetch::default() }).await, StatusKind::StaleTerm);
+        // A requester whose term has ended (a replaced primary) is fenced.
+        assert_eq!(kind(Fetch { requester_term: term_0 - 1, ..Fetch::default() }).await, StatusKind::StaleTerm);
         let (stale, epoch, payload) = fetch(&client, Fetch { epoch: 0, ..Fetch::default() }).await;
         assert_eq!((stale, epoch), (StatusKind::StaleEpoch, 1), "a stale epoch is refused, and the current one named");
         assert!(payload.is_empty(), "nothing is served for a stale epoch");

@@ -27,7 +27,7 @@ use crate::job::{Job, JobStatus, Keys, PrimaryValue};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;
-pub(crate) use transport::{FetchFailure, Status, StatusKind};
+pub(crate) use transport::{FetchFailure, Fetched, Status, StatusKind};
 use transport::{Peers, Shared, Spawner};
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
@@ -120,7 +120,7 @@ pub(crate) enum Event {
     /// One attempt to deliver a flag of this epoch finished.
     FlagDone { index: usize, epoch: Epoch, term: u64, delivered: bool },
     /// One of this node's fetches finished (one attempt of it).
-    FetchDone { seq: u64, attempt: u32, result: Result<Arc<Vec<u8>>, FetchFailure> },
+    FetchDone { seq: u64, attempt: u32, result: Result<Fetched, FetchFailure> },
     /// The coordinator changed.
     Coord(CoordEvent),
     /// The coordinator watch or keep-alive failed.
@@ -165,6 +165,8 @@ struct Primary {
     node: u64,
     addr: SocketAddr,
     term: u64,
+    /// The revision of the key's last write (to delete exactly this one).
+    mod_revision: i64,
 }
 
 struct Loop {
@@ -204,8 +206,44 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 
 type Exit = NodeExit;
 
+/// How to run one node of a job in this process.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node's id: unique among the job's live nodes (two live nodes
+    /// with one id are refused).
+    pub node_id: u64,
+    /// The task to try first (it may be taken: the node then serves as a
+    /// spare).
+    pub task: Option<TaskId>,
+    /// The address to serve peers on (port 0: any free port). Other nodes
+    /// connect to the address this resolves to, so on a cluster use the
+    /// host's reachable address, not loopback.
+    pub listen: SocketAddr,
+}
+
+impl NodeOptions {
+    /// Node `node_id`, trying task `task` first, on a free loopback port.
+    pub fn new(node_id: u64, task: Option<TaskId>) -> Self {
+        NodeOptions { node_id, task, listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+    }
+}
+
+/// Runs one node of `job` in this process until the job ends (or the node
+/// loses its lease), coordinated through `coord`: the way a job runs as
+/// separate processes, one node each, on one machine or many.
+pub fn run_node(job: Job, coord: Arc<dyn Coordinator>, options: NodeOptions) -> crate::Result<NodeExit> {
+    run_blocking(NodeConfig {
+        job,
+        coord,
+        node_id: options.node_id,
+        preferred_task: options.task,
+        faults: None,
+        transport_faults: TransportFaults::default(),
+        listen: options.listen,
+    })
+}
+
 /// Runs a node on the current thread until it stops.
-#[allow(dead_code)] // the node binary of the etcd issue runs one node per process
 pub(crate) fn run_blocking(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -231,7 +269,10 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let _ = coord.create(&keys.status(), &JobStatus::Running.encode(), None).await?;
 
     let lease = coord.grant(cfg.job.lease_ttl).await?;
-    coord.put(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?;
+    if coord.create(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?.is_err() {
+        let _ = coord.revoke(lease).await;
+        return Err(crate::Error::Node(format!("node id {} is in use by a live node of job `{}`", cfg.node_id, cfg.job.name)));
+    }
 
     // Everything this node starts ends with it.
     let spawner = Spawner::new();
@@ -426,7 +467,7 @@ impl Loop {
                 tracing::error!(key = %kv.key, "unreadable primary value");
                 return None;
             };
-            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64 };
+            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision };
             let was_vacant = self.vacant.remove(&t);
             let old = self.primaries.insert(t, new);
             let restarted = match old {
@@ -492,7 +533,7 @@ impl Loop {
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
                 self.role = Some((t, term));
                 self.shared.set_role(t as i64, term);
-                self.primaries.insert(t, Primary { node: self.cfg.node_id, addr: self.shared.addr(), term });
+                self.primaries.insert(t, Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision });
                 self.vacant.remove(&t);
                 self.task = Some((self.cfg.job.factory)(t));
                 self.call(|task, cx| task.init(cx));
@@ -641,6 +682,10 @@ impl Loop {
                 self.flags.push(SentFlag { flag, sent_to_term: 0, in_flight: false, delivered: false });
                 self.send_flag(self.flags.len() - 1);
             }
+            Action::Record { .. } | Action::Advance { .. } | Action::End { .. } if !self.still_primary().await => {
+                tracing::warn!(task = me, "no longer the task's primary: stepping down");
+                return Err(NodeExit::LostLease);
+            }
             Action::Record { name, value } => {
                 if let Err(e) = self.cfg.coord.put(&self.keys.record(&name), &value, None).await {
                     tracing::warn!(error = %e, "cannot record a result");
@@ -696,14 +741,31 @@ impl Loop {
         } else if self.role.map(|(t, _)| t) != Some(req.to_task) {
             refuse(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.cfg.node_id, req.to_task), self.epoch, 0)
         } else if req.responder_term > self.term() {
+            // Someone knows a newer primary of this task: this node has
+            // been replaced. Refuse, then step down (below).
             refuse(StatusKind::StaleTerm, format!("this node's term {} is older than {}", self.term(), req.responder_term), self.epoch, self.term())
+        } else if self.primaries.get(&req.from_task).is_some_and(|p| p.term > req.requester_term) {
+            refuse(
+                StatusKind::StaleTerm,
+                format!("task {}'s term {} has ended (it is {} now)", req.from_task, req.requester_term, self.primaries[&req.from_task].term),
+                self.epoch,
+                self.term(),
+            )
         } else if req.epoch < self.epoch {
             refuse(StatusKind::StaleEpoch, format!("epoch {} is over; the job is at {}", req.epoch, self.epoch), self.epoch, self.term())
         } else {
             Ok(())
         };
         if let Err(status) = check {
+            let replaced = status.kind == StatusKind::StaleTerm && req.responder_term > self.term();
             let _ = respond.send(Err(status));
+            // A request naming a newer term is a claim, not proof (a rogue
+            // client can send anything): step down only if the coordinator
+            // confirms this node no longer holds the task.
+            if replaced && self.role.is_some() && !self.still_primary().await {
+                tracing::warn!(node = self.cfg.node_id, "a newer primary of this task exists: stepping down");
+                return Err(NodeExit::LostLease);
+            }
             return Ok(());
         }
         if req.epoch > self.epoch || !self.entered {
@@ -816,6 +878,27 @@ impl Loop {
         });
     }
 
+    /// Deletes task `t`'s primary key as this node knows it (if nobody
+    /// changed it since), so that a spare takes the task over.
+    async fn evict(&mut self, t: TaskId) {
+        let Some(p) = self.primaries.get(&t).copied() else { return };
+        match self.cfg.coord.compare_and_delete(&self.keys.primary(t), p.mod_revision).await {
+            Ok(true) => tracing::info!(task = t, term = p.term, "evicted a dead primary"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(task = t, error = %e, "cannot evict a primary"),
+        }
+    }
+
+    /// Whether this node still holds its task's key with its term (it may
+    /// have lost it while paused, before its watch says so).
+    async fn still_primary(&self) -> bool {
+        let Some((me, term)) = self.role else { return false };
+        match self.cfg.coord.get(&self.keys.primary(me)).await {
+            Ok(Some(kv)) => kv.create_revision as u64 == term,
+            _ => false,
+        }
+    }
+
     /// Resends the fetches to task `t` that went to an older term, and
     /// those waiting for a primary.
     async fn reroute(&mut self, t: TaskId) {
@@ -859,13 +942,24 @@ impl Loop {
         Ok(())
     }
 
-    async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Arc<Vec<u8>>, FetchFailure>) -> Result<(), Exit> {
+    async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Fetched, FetchFailure>) -> Result<(), Exit> {
         let Some(o) = self.outstanding.get_mut(&seq) else {
             // Already delivered (a duplicate), or its epoch ended.
             return Ok(());
         };
+        // Fencing: an answer from a node whose term has ended (a primary
+        // that was replaced while it was paused, say) is not taken.
+        let result = match result {
+            Ok(f) if self.primaries.get(&o.to).is_some_and(|p| p.term > f.term) => Err(FetchFailure::Status(Status::new(
+                StatusKind::StaleTerm,
+                format!("answered by term {}, but task {} has term {} now", f.term, o.to, self.primaries[&o.to].term),
+                self.epoch,
+                f.term,
+            ))),
+            other => other,
+        };
         match result {
-            Ok(bytes) => {
+            Ok(Fetched { frame: bytes, .. }) => {
                 let o = self.outstanding.remove(&seq).expect("present");
                 let Some((me, _)) = self.role else { return Ok(()) };
                 if o.epoch != self.epoch {
@@ -900,6 +994,15 @@ impl Loop {
                         // The responder is ahead: this epoch is over here too
                         // once the coordinator's change arrives.
                         tracing::debug!(seq, detail = %s.detail, "stale epoch");
+                    }
+                    FetchFailure::Refused(why) => {
+                        // Nothing listens where the task's primary was: its
+                        // process is gone. Free the task now rather than
+                        // after its lease (safe: terms fence a node that
+                        // was only slow).
+                        let to = o.to;
+                        tracing::info!(task = to, %why, "the task's primary is gone; freeing the task");
+                        self.evict(to).await;
                     }
                     other => tracing::debug!(seq, error = ?other, "fetch attempt failed; will retry"),
                 }

@@ -187,6 +187,9 @@ pub(crate) struct MetaFlag {
 pub(crate) enum FetchFailure {
     /// The connection broke or could not be made.
     Transport(String),
+    /// Nothing listens at the node's address: its process is gone (strong
+    /// evidence of death, unlike a timeout).
+    Refused(String),
     /// The responder answered with an error.
     Status(Status),
     /// The responder's answer made no sense.
@@ -412,8 +415,16 @@ impl node::Server for NodeServer {
 // ---------------------------------------------------------------------------
 // Client side.
 
+/// A fetched message, and the term of the node that served it.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) term: u64,
+}
+
 /// The first part of a fetch's answer.
 struct FirstChunk {
+    term: u64,
     frame: Vec<u8>,
     total: u64,
     chunks: u32,
@@ -464,7 +475,10 @@ impl Peers {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
             .map_err(|_| FetchFailure::Transport(format!("connecting to {addr} timed out")))?
-            .map_err(|e| FetchFailure::Transport(format!("cannot connect to {addr}: {e}")))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => FetchFailure::Refused(format!("{addr} refused the connection")),
+                _ => FetchFailure::Transport(format!("cannot connect to {addr}: {e}")),
+            })?;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.compat().split();
         let network = twoparty::VatNetwork::new(
@@ -511,7 +525,7 @@ impl Peers {
 
     /// Fetches once (twice, with duplicate injection): one result per
     /// send.
-    pub(crate) async fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> Vec<Result<Arc<Vec<u8>>, FetchFailure>> {
+    pub(crate) async fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> Vec<Result<Fetched, FetchFailure>> {
         let n = self.fetches.fetch_add(1, Ordering::Relaxed) + 1;
         let every = |k: u64| k != 0 && n % k == 0;
         if every(self.faults.duplicate_every) {
@@ -522,7 +536,7 @@ impl Peers {
         vec![self.fetch_once(addr, &req, cut).await]
     }
 
-    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Arc<Vec<u8>>, FetchFailure> {
+    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Fetched, FetchFailure> {
         let client = self.client(addr).await?;
         let mut call = client.fetch_request();
         {
@@ -556,13 +570,14 @@ impl Peers {
                 return Ok(Err(status));
             }
             Ok(Ok(FirstChunk {
+                term: status.term,
                 frame: r.get_payload()?.to_vec(),
                 total: r.get_total_bytes(),
                 chunks: r.get_chunks(),
                 transfer: r.get_transfer(),
             }))
         };
-        let FirstChunk { mut frame, total, chunks, transfer } = match read() {
+        let FirstChunk { mut frame, total, chunks, transfer, term } = match read() {
             Ok(Ok(first)) => first,
             Ok(Err(status)) => return Err(FetchFailure::Status(status)),
             Err(e) => return Err(FetchFailure::Invalid(e.to_string())),
@@ -603,7 +618,7 @@ impl Peers {
         if frame.len() != total {
             return Err(FetchFailure::Invalid(format!("got {} bytes of {total}", frame.len())));
         }
-        Ok(Arc::new(frame))
+        Ok(Fetched { frame: Arc::new(frame), term })
     }
 
     /// Sends a meta flag.
