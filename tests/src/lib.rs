@@ -5,6 +5,7 @@
 use taskgraph::message::Message;
 
 pub mod capnp_tool;
+pub mod etcd;
 pub mod jobs;
 
 /// A small nested message.

@@ -30,8 +30,12 @@ use async_trait::async_trait;
 
 mod embedded;
 pub mod conformance;
+#[cfg(feature = "etcd")]
+mod etcd;
 
 pub use embedded::Embedded;
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdOptions};
 
 /// A lease's id.
 pub type LeaseId = i64;

@@ -173,6 +173,8 @@ struct Loop {
     cfg: NodeConfig,
     keys: Keys,
     lease: LeaseId,
+    /// Until when the lease is certainly alive (see `keep_alive`).
+    lease_sure_until: Rc<std::cell::Cell<Instant>>,
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
     spawner: Spawner,
@@ -268,7 +270,11 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let _ = coord.create(&keys.epoch(), b"0", None).await?;
     let _ = coord.create(&keys.status(), &JobStatus::Running.encode(), None).await?;
 
+    let granted_at = Instant::now();
     let lease = coord.grant(cfg.job.lease_ttl).await?;
+    // The lease cannot end before a TTL after the last keep-alive that
+    // succeeded was sent: until then this node knows it still holds it.
+    let lease_sure_until = Rc::new(std::cell::Cell::new(granted_at + cfg.job.lease_ttl));
     if coord.create(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?.is_err() {
         let _ = coord.revoke(lease).await;
         return Err(crate::Error::Node(format!("node id {} is in use by a live node of job `{}`", cfg.node_id, cfg.job.name)));
@@ -281,7 +287,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
     let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone()));
     spawner.spawn(transport::serve(listener, tx.clone(), shared.clone(), spawner.clone()));
-    spawner.spawn(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone()));
+    spawner.spawn(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone(), lease_sure_until.clone()));
 
     let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
     // Watch only what the loop acts on (not records, which would wake
@@ -306,6 +312,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let mut node = Loop {
         keys,
         lease,
+        lease_sure_until,
         value,
         tx,
         spawner,
@@ -335,14 +342,22 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     Ok(exit)
 }
 
-async fn keep_alive(coord: Arc<dyn Coordinator>, lease: LeaseId, ttl: Duration, tx: mpsc::UnboundedSender<Event>) {
+async fn keep_alive(
+    coord: Arc<dyn Coordinator>,
+    lease: LeaseId,
+    ttl: Duration,
+    tx: mpsc::UnboundedSender<Event>,
+    sure_until: Rc<std::cell::Cell<Instant>>,
+) {
     let period = (ttl / 3).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(period).await;
+        let sent = Instant::now();
         if let Err(e) = coord.keep_alive(lease).await {
             let _ = tx.send(Event::CoordLost(format!("keep-alive failed: {e}")));
             return;
         }
+        sure_until.set(sent + ttl);
     }
 }
 
@@ -893,6 +908,12 @@ impl Loop {
     /// have lost it while paused, before its watch says so).
     async fn still_primary(&self) -> bool {
         let Some((me, term)) = self.role else { return false };
+        // Within the lease's certain life, and with no deletion of our key
+        // seen (that ends the node at once), we hold it: no round trip.
+        // Past it (this node was paused, say), ask.
+        if Instant::now() < self.lease_sure_until.get() {
+            return true;
+        }
         match self.cfg.coord.get(&self.keys.primary(me)).await {
             Ok(Some(kv)) => kv.create_revision as u64 == term,
             _ => false,
