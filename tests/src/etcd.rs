@@ -150,6 +150,17 @@ impl EtcdServer {
         }
     }
 
+    /// The value of one of etcd's Prometheus metrics without labels (e.g.
+    /// `etcd_debugging_mvcc_watcher_total`), or `None` if etcd does not
+    /// answer or has no such metric.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(self.client_port, "/metrics")?;
+        body.lines().find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -349,24 +360,26 @@ fn free_port_pair() -> (u16, u16) {
 /// Whether etcd on `port` answers `GET /health` with `"health":"true"`
 /// (which needs a leader).
 fn healthy(port: u16) -> bool {
+    http_get(port, "/health").is_some_and(|body| body.contains(r#""health":"true""#))
+}
+
+/// The body of etcd's answer to `GET path` on `port`, if it answered 200.
+/// (HTTP/1.0, so the body is never chunked.)
+fn http_get(port: u16, path: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1000)));
     let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
     let mut response = Vec::new();
     match stream.read_to_end(&mut response) {
         Ok(_) => {}
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) && !response.is_empty() => {}
-        Err(_) => return false,
+        Err(_) => return None,
     }
     let response = String::from_utf8_lossy(&response);
-    response.starts_with("HTTP/1.1 200") && response.contains(r#""health":"true""#)
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.lines().next().is_some_and(|status| status.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
 }
 
 /// The file's content from byte `offset` on (lossy UTF-8; empty if

@@ -47,7 +47,8 @@ pub struct EtcdOptions {
     pub keep_alive_timeout: Duration,
     /// How long a [`Watch`] keeps trying to re-establish itself after its
     /// stream broke (etcd restarted, the connection dropped) before it
-    /// delivers [`CoordError::Unavailable`] and ends. Default 30 s.
+    /// delivers [`CoordError::Unavailable`] and ends (its last try starts
+    /// at this limit and may take up to `request_timeout`). Default 30 s.
     pub watch_retry_limit: Duration,
 }
 
@@ -191,16 +192,19 @@ impl Etcd {
             let mut kv = client.kv_client();
             let mut pause = Duration::from_millis(20);
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
+                // (The last try, at the deadline, still gets a moment.)
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50));
                 let error = match tokio::time::timeout(left, kv.get("\0", Some(GetOptions::new().with_count_only()))).await {
                     Ok(Ok(_)) => return Ok(client),
                     Ok(Err(e)) => unavailable("connect", e),
                     Err(_) => CoordError::Unavailable(format!("connect: no answer from etcd at {eps:?} within {timeout:?}")),
                 };
-                if Instant::now() + pause >= deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     return Err(error);
                 }
-                tokio::time::sleep(pause).await;
+                // The last try is at the deadline.
+                tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
         });
@@ -774,26 +778,28 @@ async fn run_watch(
     }
 }
 
-/// Re-registers a broken watch from `next`, retrying with backoff for up to
-/// `options.watch_retry_limit`.
+/// Re-registers a broken watch from `next`, retrying with backoff (20 ms
+/// doubling up to 1 s) until `options.watch_retry_limit` has passed (plus
+/// at most one `request_timeout`, if etcd hangs rather than refuses).
 async fn reopen_watch(client: &mut WatchClient, prefix: &str, next: Revision, options: &EtcdOptions) -> CoordResult<WatchStream> {
     let deadline = Instant::now() + options.watch_retry_limit;
     let mut pause = Duration::from_millis(20);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let error = match tokio::time::timeout(left.min(options.request_timeout), open_watch(client, prefix, next)).await {
+        let error = match tokio::time::timeout(options.request_timeout, open_watch(client, prefix, next)).await {
             Ok(Ok((stream, _))) => return Ok(stream),
             Ok(Err(OpenError::Compacted(e))) => return Err(e),
             Ok(Err(OpenError::Failed(e))) => e,
             Err(_) => CoordError::Unavailable("watch: etcd did not register the watch in time".into()),
         };
-        if Instant::now() + pause >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(CoordError::Unavailable(format!(
                 "watch of {prefix:?} lost and not re-established within {:?}: {error}",
                 options.watch_retry_limit
             )));
         }
-        tokio::time::sleep(pause).await;
+        // The last try is at the deadline.
+        tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
