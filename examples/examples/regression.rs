@@ -35,6 +35,20 @@ struct Args {
     /// Seed of the random failures.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run as one node process of a job on this etcd (comma-separated
+    /// endpoints) instead of the whole job in this process; `taskgraph
+    /// launch` starts node processes this way. Needs `--features etcd`.
+    #[arg(long, requires_all = ["job", "node_id"])]
+    etcd: Option<String>,
+    /// The job's name (with `--etcd`).
+    #[arg(long)]
+    job: Option<String>,
+    /// This node's id (with `--etcd`).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The task this node tries first (with `--etcd`).
+    #[arg(long)]
+    task: Option<u64>,
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -49,6 +63,10 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let args = Args::parse();
+    if let (Some(etcd), Some(job), Some(node_id)) = (&args.etcd, &args.job, args.node_id) {
+        let node = taskgraph::launch::NodeArgs { etcd: etcd.clone(), job: job.clone(), node_id, task: args.task };
+        return run_node(&node, &args);
+    }
     let job = regression::job(args.tasks, args.size, args.epochs);
     let mut cluster = LocalCluster::new(job).spares(args.spares);
     if !args.fail.is_empty() {
@@ -75,4 +93,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "etcd")]
+fn run_node(node: &taskgraph::launch::NodeArgs, args: &Args) -> std::process::ExitCode {
+    match regression::run_node_process(node, args.tasks, args.size, args.epochs) {
+        Ok(exit) => {
+            tracing::info!(?exit, "node stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("node {}: {e}", node.node_id);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+fn run_node(_: &taskgraph::launch::NodeArgs, _: &Args) -> std::process::ExitCode {
+    eprintln!("this build has no etcd support: build the example with `--features etcd`");
+    std::process::ExitCode::FAILURE
 }

@@ -262,3 +262,23 @@ pub fn root_values(result: &JobResult) -> Vec<(Epoch, String)> {
         })
         .collect()
 }
+
+/// Runs this process as one node of a regression job coordinated by etcd:
+/// what `regression --etcd <endpoints> --job <name> --node-id <id>
+/// [--task <t>]` does, and what `taskgraph launch` starts.
+#[cfg(feature = "etcd")]
+pub fn run_node_process(
+    node: &taskgraph::launch::NodeArgs,
+    tasks: u64,
+    size: usize,
+    last_epoch: Epoch,
+) -> taskgraph::Result<taskgraph::NodeExit> {
+    let endpoints: Vec<String> = node.etcd.split(',').map(str::to_owned).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| taskgraph::Error::Io(e.to_string()))?;
+    let etcd = rt.block_on(taskgraph::coord::Etcd::connect(&endpoints, Default::default()))?;
+    let job = job(tasks, size, last_epoch).named(node.job.clone());
+    taskgraph::run_node(job, std::sync::Arc::new(etcd), taskgraph::NodeOptions::new(node.node_id, node.task))
+}

@@ -69,6 +69,12 @@ impl Job {
         }
     }
 
+    /// The same job under another name (its keys live under the name).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Declares an edge the tasks serve (a fetch of an undeclared edge is
     /// answered with an `unknownEdge` error).
     pub fn edge<M>(mut self, edge: Edge<M>) -> Self {
