@@ -85,6 +85,7 @@ pub struct Launch {
     timeout: Duration,
     max_restarts: usize,
     children: Arc<Mutex<HashMap<u64, Child>>>,
+    started: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Launch {
@@ -101,6 +102,7 @@ impl Launch {
             timeout: Duration::from_secs(600),
             max_restarts: 1000,
             children: Arc::new(Mutex::new(HashMap::new())),
+            started: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -125,7 +127,7 @@ impl Launch {
     /// A handle to the live node processes that another thread can use
     /// while [`run`](Self::run) blocks.
     pub fn processes(&self) -> Processes {
-        Processes { children: self.children.clone() }
+        Processes { children: self.children.clone(), started: self.started.clone() }
     }
 
     fn spawn(&self, node_id: u64, task: Option<TaskId>, exits: &mpsc::Sender<(u64, Option<i32>)>) -> crate::Result<()> {
@@ -141,6 +143,7 @@ impl Launch {
         }
         let child = cmd.spawn().map_err(|e| crate::Error::Io(format!("cannot start {}: {e}", self.program.display())))?;
         let pid = child.id();
+        self.started.lock().expect("started lock").push(pid);
         self.children.lock().expect("children lock").insert(node_id, child);
         let children = self.children.clone();
         let exits = exits.clone();
@@ -245,9 +248,22 @@ impl Drop for Launch {
 #[derive(Clone, Debug)]
 pub struct Processes {
     children: Arc<Mutex<HashMap<u64, Child>>>,
+    started: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Processes {
+    /// (node id, process id) of the live node processes.
+    pub fn pids_by_node(&self) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = self.children.lock().expect("children lock").iter().map(|(id, c)| (*id, c.id())).collect();
+        v.sort();
+        v
+    }
+
+    /// The process ids of every node process ever started.
+    pub fn all_started(&self) -> Vec<u32> {
+        self.started.lock().expect("started lock").clone()
+    }
+
     /// Process ids of the live node processes.
     pub fn pids(&self) -> Vec<u32> {
         self.children.lock().expect("children lock").values().map(Child::id).collect()

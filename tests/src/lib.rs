@@ -5,6 +5,7 @@
 use taskgraph::message::Message;
 
 pub mod capnp_tool;
+pub mod chaos;
 pub mod etcd;
 pub mod jobs;
 

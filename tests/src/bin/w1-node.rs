@@ -1,0 +1,37 @@
+//! One node process of the W1 regression on etcd, for the multi-process
+//! tests and `scripts/chaos`: `w1-node [--size S] [--epochs E] [--tasks N]
+//! --etcd <endpoints> --job <name> --node-id <id> [--task <t>]`.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::process::ExitCode;
+
+use taskgraph::launch::NodeArgs;
+
+fn value(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let node = match NodeArgs::parse(&args) {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            eprintln!("usage: w1-node [--size S] [--epochs E] [--tasks N] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("w1-node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (size, epochs, tasks) = (value(&args, "--size", 1) as usize, value(&args, "--epochs", 10), value(&args, "--tasks", 15));
+    match taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("w1-node {}: {e}", node.node_id);
+            ExitCode::FAILURE
+        }
+    }
+}
