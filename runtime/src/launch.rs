@@ -198,16 +198,22 @@ impl Launch {
         let mut ended_at: Option<Instant> = None;
         while !self.children.lock().expect("children lock").is_empty() || exit_rx.try_recv().is_ok() {
             if status == JobStatus::Running {
-                status = rt
-                    .block_on(coord.get(&keys.status()))?
-                    .map_or(JobStatus::Running, |kv| JobStatus::parse(&kv.value));
+                // The coordinator may be away for a while (restarting):
+                // the nodes wait it out, and so does the supervisor.
+                match rt.block_on(coord.get(&keys.status())) {
+                    Ok(kv) => status = kv.map_or(JobStatus::Running, |kv| JobStatus::parse(&kv.value)),
+                    Err(crate::coord::CoordError::Unavailable(why)) => tracing::debug!(%why, "coordinator unreachable"),
+                    Err(e) => return Err(e.into()),
+                }
             }
             if status != JobStatus::Running && ended_at.is_none() {
                 ended_at = Some(Instant::now());
             }
             if Instant::now() > deadline && status == JobStatus::Running {
                 let why = format!("timed out after {:?}", self.timeout);
-                rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None))?;
+                if let Err(e) = rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
+                    tracing::warn!(error = %e, "cannot mark the job failed");
+                }
                 status = JobStatus::Failed(why);
                 ended_at = Some(Instant::now());
             }
@@ -217,12 +223,24 @@ impl Launch {
             }
             match exit_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((id, code)) => {
+                    // A node leaves when the job ends: look again before
+                    // calling its exit a death (the poll above may be late).
+                    if status == JobStatus::Running {
+                        if let Ok(Some(kv)) = rt.block_on(coord.get(&keys.status())) {
+                            status = JobStatus::parse(&kv.value);
+                            if status != JobStatus::Running {
+                                ended_at.get_or_insert_with(Instant::now);
+                            }
+                        }
+                    }
                     if status == JobStatus::Running {
                         died += 1;
                         tracing::info!(node = id, ?code, "node process died; starting a replacement");
                         if died > self.max_restarts {
                             let why = format!("more than {} node restarts", self.max_restarts);
-                            rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why).encode(), None))?;
+                            if let Err(e) = rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why).encode(), None)) {
+                                tracing::warn!(error = %e, "cannot mark the job failed");
+                            }
                         } else {
                             self.spawn(next_id, None, &exits)?;
                             next_id += 1;

@@ -80,3 +80,123 @@ fn the_taskgraph_command_launches_shows_and_stops_jobs() {
     let out = Command::new(&tg).args(["stop", "--etcd", &etcd.endpoint(), "--job", "long"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+use std::sync::Arc;
+
+use taskgraph::coord::{Coordinator, Event, Expect};
+use taskgraph::launch::{Launch, LaunchReport, Processes};
+
+/// A long W1 job as processes, run in a thread; stop it with `stop_job`.
+fn launch_long(etcd: &EtcdServer, job: &str, spares: usize) -> (Processes, std::thread::JoinHandle<LaunchReport>, Arc<dyn Coordinator>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    let args = ["--epochs", "100000000"].iter().map(Into::into).collect();
+    let launch = Launch::new(env!("CARGO_BIN_EXE_w1-node"), args, etcd.endpoint(), job, 15).spares(spares).timeout(Duration::from_secs(120));
+    let processes = launch.processes();
+    let c = coord.clone();
+    let runner = std::thread::spawn(move || launch.run(c).expect("the launch runs"));
+    (processes, runner, coord, rt)
+}
+
+/// Waits (through a watch; bounded) until the job's epoch is at least `at_least`.
+async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
+    let key = format!("/taskgraph/{job}/epoch");
+    let mut watch = coord.watch(&key, 0).await.unwrap();
+    loop {
+        let e = match coord.get(&key).await.unwrap() {
+            Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
+            None => 0,
+        };
+        if e >= at_least {
+            return e;
+        }
+        let next = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
+        assert!(matches!(next, Ok(Some(Ok(_)))), "the job stopped advancing at epoch {e}: {next:?}");
+    }
+}
+
+/// The node id and term of task `t`'s primary.
+async fn primary_of(coord: &dyn Coordinator, job: &str, t: u64) -> (u64, i64) {
+    let kv = coord.get(&format!("/taskgraph/{job}/tasks/{t}/primary")).await.unwrap().expect("task has a primary");
+    let node = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap();
+    (node, kv.create_revision)
+}
+
+async fn stop_job(coord: &dyn Coordinator, job: &str) {
+    let key = format!("/taskgraph/{job}/status");
+    coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
+}
+
+/// The root's recorded values are W1's, from epoch 0 on, with no gap.
+async fn values_are_exact(coord: &dyn Coordinator, job: &str) -> usize {
+    let (records, _) = coord.get_prefix(&format!("/taskgraph/{job}/records/root/")).await.unwrap();
+    for (i, kv) in records.iter().enumerate() {
+        let e: u64 = kv.key.rsplit('/').next().unwrap().parse().unwrap();
+        assert_eq!(e, i as u64, "epochs recorded with a gap");
+        assert_eq!(String::from_utf8_lossy(&kv.value), (105 * e).to_string(), "epoch {e}");
+    }
+    records.len()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn f6_a_frozen_primary_is_replaced_and_fenced_when_it_wakes() {
+    let etcd = EtcdServer::start();
+    let (processes, runner, coord, rt) = launch_long(&etcd, "f6", 1);
+    let c = &*coord;
+    rt.block_on(async {
+        epoch_reaches(c, "f6", 3).await;
+        let (node, term) = primary_of(c, "f6", 5).await;
+        let pid = processes.pids_by_node().into_iter().find(|(n, _)| *n == node).unwrap().1;
+        signal(pid, "-STOP");
+        let frozen_at = epoch_reaches(c, "f6", 0).await;
+        // Its lease runs out; a spare takes task 5 with a newer term.
+        let key = "/taskgraph/f6/tasks/5/primary";
+        let mut watch = c.watch(key, 0).await.unwrap();
+        loop {
+            if let Some(kv) = c.get(key).await.unwrap() {
+                if kv.create_revision > term {
+                    break;
+                }
+            }
+            let next = tokio::time::timeout(Duration::from_secs(30), watch.next()).await;
+            assert!(matches!(next, Ok(Some(Ok(Event::Put(_) | Event::Delete { .. })))), "no takeover: {next:?}");
+        }
+        // The job goes on without the frozen node...
+        epoch_reaches(c, "f6", frozen_at + 5).await;
+        // ...and when it wakes, it finds it lost its term and steps down.
+        signal(pid, "-CONT");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while processes.pids().contains(&pid) {
+            assert!(std::time::Instant::now() < deadline, "the woken old primary did not step down");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let now = epoch_reaches(c, "f6", 0).await;
+        epoch_reaches(c, "f6", now + 3).await;
+        stop_job(c, "f6").await;
+    });
+    let report = runner.join().unwrap();
+    assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
+    let recorded = rt.block_on(values_are_exact(c, "f6"));
+    assert!(recorded > 10);
+}
+
+#[test]
+fn f7_the_job_survives_an_etcd_restart() {
+    let mut etcd = EtcdServer::start();
+    let (_processes, runner, coord, rt) = launch_long(&etcd, "f7", 1);
+    let before = rt.block_on(epoch_reaches(&*coord, "f7", 3));
+    etcd.restart();
+    rt.block_on(async {
+        epoch_reaches(&*coord, "f7", before + 20).await;
+        stop_job(&*coord, "f7").await;
+    });
+    let report = runner.join().unwrap();
+    assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
+    rt.block_on(values_are_exact(&*coord, "f7"));
+    assert_eq!(report.died, 0, "nodes gave up during the restart: {report:?}");
+}

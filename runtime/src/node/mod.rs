@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::coord::{Coordinator, Event as CoordEvent, Expect, KeyValue, LeaseId};
+use crate::coord::{CoordError, Coordinator, Event as CoordEvent, Expect, KeyValue, LeaseId};
 use crate::graph::{Epoch, TaskId};
 use crate::job::{Job, JobStatus, Keys, PrimaryValue};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
@@ -350,14 +350,55 @@ async fn keep_alive(
     sure_until: Rc<std::cell::Cell<Instant>>,
 ) {
     let period = (ttl / 3).max(Duration::from_millis(10));
+    let mut unreachable_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(period).await;
         let sent = Instant::now();
-        if let Err(e) = coord.keep_alive(lease).await {
-            let _ = tx.send(Event::CoordLost(format!("keep-alive failed: {e}")));
-            return;
+        match coord.keep_alive(lease).await {
+            Ok(()) => {
+                sure_until.set(sent + ttl);
+                unreachable_since = None;
+            }
+            // The coordinator is away (restarting, say): etcd gives every
+            // lease a full TTL when it is back, so keep trying, for a while.
+            Err(CoordError::Unavailable(why)) => {
+                let since = *unreachable_since.get_or_insert(sent);
+                if since.elapsed() > COORDINATOR_PATIENCE {
+                    let _ = tx.send(Event::CoordLost(format!("the coordinator has been unreachable for {:?}: {why}", since.elapsed())));
+                    return;
+                }
+                tracing::debug!(%why, "keep-alive: coordinator unreachable; retrying");
+            }
+            Err(e) => {
+                let _ = tx.send(Event::CoordLost(format!("keep-alive failed: {e}")));
+                return;
+            }
         }
-        sure_until.set(sent + ttl);
+    }
+}
+
+/// How long a node waits out an unreachable coordinator before it gives
+/// up its task.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs a coordinator call, retrying while the coordinator is unreachable
+/// (for up to `COORDINATOR_PATIENCE`); other errors come back at once.
+async fn patiently<T, F, Fut>(mut call: F) -> crate::coord::CoordResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::coord::CoordResult<T>>,
+{
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match call().await {
+            Err(CoordError::Unavailable(why)) if start.elapsed() < COORDINATOR_PATIENCE => {
+                tracing::debug!(%why, "coordinator unreachable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -542,7 +583,7 @@ impl Loop {
             return Ok(());
         }
         let key = self.keys.primary(t);
-        match self.cfg.coord.create(&key, &self.value, Some(self.lease)).await {
+        match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
             Ok(Ok(kv)) => {
                 let term = kv.create_revision as u64;
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
@@ -702,18 +743,17 @@ impl Loop {
                 return Err(NodeExit::LostLease);
             }
             Action::Record { name, value } => {
-                if let Err(e) = self.cfg.coord.put(&self.keys.record(&name), &value, None).await {
+                let key = self.keys.record(&name);
+                if let Err(e) = patiently(|| self.cfg.coord.put(&key, &value, None)).await {
                     tracing::warn!(error = %e, "cannot record a result");
                     return Err(NodeExit::LostLease);
                 }
             }
             Action::Advance { from } => {
                 let key = self.keys.epoch();
-                let result = self
-                    .cfg
-                    .coord
-                    .compare_and_swap(&key, Expect::Value(from.to_string().into_bytes()), (from + 1).to_string().as_bytes(), None)
-                    .await;
+                let (expect, next) = (from.to_string().into_bytes(), (from + 1).to_string());
+                let result =
+                    patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::Value(expect.clone()), next.as_bytes(), None)).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "cannot advance the epoch");
                     return Err(NodeExit::LostLease);
@@ -730,7 +770,10 @@ impl Loop {
             Some(r) => JobStatus::Failed(r),
         };
         let key = self.keys.status();
-        if let Err(e) = self.cfg.coord.compare_and_swap(&key, Expect::Value(JobStatus::Running.encode()), &status.encode(), None).await {
+        let value = status.encode();
+        if let Err(e) =
+            patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::Value(JobStatus::Running.encode()), &value, None)).await
+        {
             tracing::warn!(error = %e, "cannot end the job");
         }
     }
@@ -914,7 +957,8 @@ impl Loop {
         if Instant::now() < self.lease_sure_until.get() {
             return true;
         }
-        match self.cfg.coord.get(&self.keys.primary(me)).await {
+        let key = self.keys.primary(me);
+        match patiently(|| self.cfg.coord.get(&key)).await {
             Ok(Some(kv)) => kv.create_revision as u64 == term,
             _ => false,
         }

@@ -27,8 +27,16 @@ fn main() -> ExitCode {
         }
     };
     let (size, epochs, tasks) = (value(&args, "--size", 1) as usize, value(&args, "--epochs", 10), value(&args, "--tasks", 15));
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     match taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(taskgraph::NodeExit::JobEnded(_)) => ExitCode::SUCCESS,
+        Ok(other) => {
+            eprintln!("w1-node {}: stopped: {other:?}", node.node_id);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("w1-node {}: {e}", node.node_id);
             ExitCode::FAILURE
