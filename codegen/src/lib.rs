@@ -5,9 +5,12 @@
 //!   official compiler's algorithm);
 //! * [`ids`]: Cap'n Proto type ids;
 //! * [`message`]: `#[derive(Message)]`: parse a Rust type into the message
-//!   model, check it, lay it out, emit Rust code and `.capnp` text.
+//!   model, check it, lay it out, emit Rust code and `.capnp` text;
+//! * [`topology`]: `#[topology(...)]`: link types, their inverses, the
+//!   generated links trait and `Topology` impl.
 
 pub mod diag;
 pub mod ids;
 pub mod layout;
 pub mod message;
+pub mod topology;

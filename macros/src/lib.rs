@@ -10,3 +10,33 @@ use proc_macro::TokenStream;
 pub fn derive_message(input: TokenStream) -> TokenStream {
     taskgraph_codegen::message::derive(input.into()).into()
 }
+
+/// Makes a struct that holds a topology's parameters a topology, declaring
+/// its link types: `#[topology(parent <-> children, peers <-> peers, log)]`
+/// (an inverse pair, a symmetric link, a link with no inverse; ids in
+/// order of first mention). It generates the trait `<Struct>Links`, one
+/// method per link, which the user implements; link consts
+/// (`Struct::PARENT`, ..., `Struct::LINKS`); and `impl Topology`.
+///
+/// ```ignore
+/// use taskgraph::prelude::*;
+///
+/// /// A binary tree, the same at every epoch.
+/// #[topology(parent <-> children)]
+/// pub struct Tree { pub tasks: u64 }
+///
+/// impl TreeLinks for Tree {
+///     fn parent(&self, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
+///         if task == 0 { vec![] } else { vec![(task - 1) / 2] }
+///     }
+///     fn children(&self, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
+///         [2 * task + 1, 2 * task + 2].into_iter().filter(|&c| c < self.tasks).collect()
+///     }
+/// }
+/// ```
+///
+/// Set `TASKGRAPH_DEBUG_MACRO=Tree` while building to print the expansion.
+#[proc_macro_attribute]
+pub fn topology(attr: TokenStream, item: TokenStream) -> TokenStream {
+    taskgraph_codegen::topology::attribute(attr.into(), item.into()).into()
+}

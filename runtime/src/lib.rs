@@ -35,6 +35,7 @@ pub mod wire;
 
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
+pub use taskgraph_macros::topology;
 pub use job::{Job, JobStatus};
 pub use local::{Faults, JobResult, LocalCluster};
 pub use node::{run_node, NodeExit, NodeOptions};
@@ -49,6 +50,7 @@ pub mod prelude {
     pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;
     pub use crate::task::{Context, Received, ServeRequest, Task};
+    pub use crate::topology;
 }
 
 /// Items used by the code that taskgraph's macros generate. Not a public

@@ -11,5 +11,6 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("ui/message/*.rs");
+    t.compile_fail("ui/topology/*.rs");
     t.pass("ui/pass/*.rs");
 }
