@@ -121,6 +121,11 @@ pub(crate) enum Event {
     FlagDone { index: usize, epoch: Epoch, term: u64, delivered: bool },
     /// One of this node's fetches finished (one attempt of it).
     FetchDone { seq: u64, attempt: u32, result: Result<Fetched, FetchFailure> },
+    /// A connection to the node at this address ended by itself.
+    PeerGone(SocketAddr),
+    /// Nothing listens where task `task`'s primary (as of `mod_revision`)
+    /// was: its process is gone.
+    PrimaryGone { task: TaskId, mod_revision: i64 },
     /// The coordinator changed.
     Coord(CoordEvent),
     /// The coordinator watch or keep-alive failed.
@@ -285,7 +290,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let _stop_all = spawner.guard();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
-    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone()));
+    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone(), tx.clone()));
     spawner.spawn(transport::serve(listener, tx.clone(), shared.clone(), spawner.clone()));
     spawner.spawn(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone(), lease_sure_until.clone()));
 
@@ -487,6 +492,30 @@ impl Loop {
                             f.delivered = delivered;
                         }
                     }
+                }
+                Ok(())
+            }
+            Event::PeerGone(addr) => {
+                // Its process may have died: check the tasks it held now,
+                // rather than when their leases run out.
+                let held: Vec<(TaskId, i64)> =
+                    self.primaries.iter().filter(|(_, p)| p.addr == addr).map(|(t, p)| (*t, p.mod_revision)).collect();
+                if !held.is_empty() {
+                    let tx = self.tx.clone();
+                    self.spawner.spawn(async move {
+                        if transport::refused(addr).await {
+                            for (task, mod_revision) in held {
+                                let _ = tx.send(Event::PrimaryGone { task, mod_revision });
+                            }
+                        }
+                    });
+                }
+                Ok(())
+            }
+            Event::PrimaryGone { task, mod_revision } => {
+                if self.primaries.get(&task).is_some_and(|p| p.mod_revision == mod_revision) {
+                    tracing::info!(task, "the task's primary is gone (its connection ended, its port is closed); freeing the task");
+                    self.evict(task).await;
                 }
                 Ok(())
             }
@@ -1040,8 +1069,15 @@ impl Loop {
                     return Ok(());
                 }
                 o.in_flight = false;
-                let backoff = (RETRY_MIN * o.attempt.min(16)).min(RETRY_MAX);
+                // A broken connection is retried at once the first time
+                // (the reconnect tells a dead peer, by refusal, within a
+                // millisecond); after that, and for other errors, back off.
+                let backoff = match failure {
+                    FetchFailure::Transport(_) if o.attempt <= 1 => Duration::ZERO,
+                    _ => (RETRY_MIN * o.attempt.min(16)).min(RETRY_MAX),
+                };
                 o.retry_at = Instant::now() + backoff;
+                let retry_now = backoff.is_zero();
                 match failure {
                     FetchFailure::Status(s) if s.kind.is_fatal() => {
                         let reason = format!(
@@ -1070,6 +1106,9 @@ impl Loop {
                         self.evict(to).await;
                     }
                     other => tracing::debug!(seq, error = ?other, "fetch attempt failed; will retry"),
+                }
+                if retry_now {
+                    self.send(seq);
                 }
                 Ok(())
             }

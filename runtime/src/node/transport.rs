@@ -36,6 +36,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Chunk requests of one transfer in flight at once.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Whether nothing listens at `addr` any more: a fresh connection is
+/// refused (the process that listened there is gone). A timeout or any
+/// other error is no proof of anything.
+pub(crate) async fn refused(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// Spawns the background tasks of one node on the current thread's
 /// `LocalSet`, all tied to the node's life: when the node stops (returns,
 /// dies, panics), every one of them is cancelled at its next poll, which
@@ -433,6 +443,9 @@ struct FirstChunk {
 
 struct Connection {
     client: node::Client,
+    /// Set when this side closes the connection on purpose (so its end is
+    /// no news about the peer).
+    closed_by_us: Rc<Cell<bool>>,
     /// Ends the connection cleanly: calls in flight fail as disconnected
     /// (aborting the RPC system's task instead would leave them hanging).
     disconnector: Option<capnp_rpc::Disconnector<Side>>,
@@ -443,6 +456,9 @@ struct Connection {
 /// The connections of one node to its peers.
 pub(crate) struct Peers {
     spawner: Spawner,
+    /// Where to report a connection that ended by itself (the peer may
+    /// be gone).
+    events: mpsc::UnboundedSender<Event>,
     connections: RefCell<HashMap<SocketAddr, Connection>>,
     /// One connection attempt at a time, so that concurrent fetches to a
     /// new peer share one connection instead of racing to make several.
@@ -453,9 +469,10 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(limits: Limits, faults: TransportFaults, spawner: Spawner) -> Self {
+    pub(crate) fn new(limits: Limits, faults: TransportFaults, spawner: Spawner, events: mpsc::UnboundedSender<Event>) -> Self {
         Peers {
-            spawner, connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: AtomicU64::new(0) }
+            spawner,
+            events, connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: AtomicU64::new(0) }
     }
 
     fn live_client(&self, addr: SocketAddr) -> Option<node::Client> {
@@ -491,17 +508,21 @@ impl Peers {
         let client: node::Client = rpc.bootstrap(Side::Server);
         let disconnector = rpc.get_disconnector();
         let ended = Rc::new(Cell::new(false));
-        let ended_flag = ended.clone();
+        let closed_by_us = Rc::new(Cell::new(false));
+        let (ended_flag, ours, events) = (ended.clone(), closed_by_us.clone(), self.events.clone());
         self.spawner.spawn(async move {
             if let Err(e) = rpc.await {
                 tracing::debug!(%addr, error = %e, "connection to peer ended");
             }
             ended_flag.set(true);
+            if !ours.get() {
+                let _ = events.send(Event::PeerGone(addr));
+            }
         });
         let old = self
             .connections
             .borrow_mut()
-            .insert(addr, Connection { client: client.clone(), disconnector: Some(disconnector), ended });
+            .insert(addr, Connection { client: client.clone(), closed_by_us, disconnector: Some(disconnector), ended });
         if let Some(old) = old {
             self.close(old);
         }
@@ -509,6 +530,7 @@ impl Peers {
     }
 
     fn close(&self, mut c: Connection) {
+        c.closed_by_us.set(true);
         if let Some(d) = c.disconnector.take() {
             self.spawner.spawn(async move {
                 let _ = d.await;
