@@ -20,9 +20,9 @@
 //!   sent SIGCONT afterwards, finds it lost its term and steps down.
 //! * **P3**: W1 at S = 1, in one process (`LocalCluster`) on the etcd
 //!   coordinator, task 0's `enter_epoch` time-stamped, 200 epochs, against
-//!   the hand-written tokio W1 of `benches/runtime.rs` (copied: benches
-//!   cannot share code) measured in the same run; the embedded
-//!   coordinator for reference.
+//!   the hand-written tokio W1 of `benches/runtime.rs` (both from
+//!   `taskgraph_tests::bench_support`) measured in the same run; the
+//!   embedded coordinator for reference.
 //!
 //! This is a benchmark, not a test: it prints figures and checks no
 //! timing. It checks the jobs' results (a wrong result is a bug, and its
@@ -38,7 +38,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -46,15 +45,10 @@ use std::time::{Duration, Instant};
 
 use taskgraph::coord::{Coordinator, Event, Expect, KeyValue};
 use taskgraph::launch::{Launch, LaunchReport, Processes};
-use taskgraph::message::Limits;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Regression, Tree, GRAD, PARAM};
+use taskgraph_tests::bench_support::{baseline_w1, diffs, framework_w1, median, ms, p90, yes, Layout, TASKS, W1_LEASE_TTL};
 use taskgraph_tests::etcd::{etcd_binary, EtcdServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-const TASKS: u64 = 15;
 const SPARES: usize = 2;
 /// The process job's name in etcd.
 const JOB: &str = "failover";
@@ -67,37 +61,15 @@ const P3_EPOCHS: u64 = 200;
 const P3_RUNS: usize = 3;
 const P3_WARMUP: usize = 5;
 /// What the job asks for (`regression::job`); etcd rounds it up.
-const REQUESTED_TTL: Duration = Duration::from_millis(300);
+const REQUESTED_TTL: Duration = W1_LEASE_TTL;
 /// etcd's lessor looks for expired leases on this fixed period.
 const ETCD_EXPIRY_SCAN: Duration = Duration::from_millis(500);
 
-type Stamps = Arc<Mutex<Vec<Instant>>>;
-
 // ---------------------------------------------------------------------------
-// Statistics.
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn sorted(samples: &[Duration]) -> Vec<Duration> {
-    let mut s = samples.to_vec();
-    s.sort();
-    s
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let s = sorted(samples);
-    s[s.len() / 2]
-}
+// Statistics (more in `taskgraph_tests::bench_support`).
 
 fn worst(samples: &[Duration]) -> Duration {
     samples.iter().copied().max().expect("samples")
-}
-
-fn p90(samples: &[Duration]) -> Duration {
-    let s = sorted(samples);
-    s[(s.len() * 9 / 10).min(s.len() - 1)]
 }
 
 /// "median / worst" in ms.
@@ -106,19 +78,6 @@ fn mw(samples: &[Duration]) -> String {
         return "-".into();
     }
     format!("{:.0} / {:.0}", ms(median(samples)), ms(worst(samples)))
-}
-
-fn yes(ok: bool) -> &'static str {
-    if ok {
-        "yes"
-    } else {
-        "NO"
-    }
-}
-
-/// Consecutive differences, skipping the first `warmup`.
-fn diffs(stamps: &[Instant], warmup: usize) -> Vec<Duration> {
-    stamps.windows(2).map(|w| w[1] - w[0]).skip(warmup).collect()
 }
 
 /// A small deterministic generator (xorshift) for the kill's phase.
@@ -134,248 +93,22 @@ impl Rng {
 }
 
 // ---------------------------------------------------------------------------
-// P3: W1 in one process, task 0 timed (as in benches/runtime.rs).
-
-/// Task 0's `enter_epoch` time stamps.
-#[derive(Clone, Default)]
-struct Probe {
-    enters: Stamps,
-}
-
-/// `Regression`, with task 0's `enter_epoch` time-stamped.
-struct Timed {
-    inner: Regression,
-    probe: Option<Probe>,
-}
-
-impl Task for Timed {
-    fn init(&mut self, cx: &mut Context<'_>) {
-        self.inner.init(cx);
-    }
-    fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
-        if let Some(p) = &self.probe {
-            p.enters.lock().expect("stamps").push(Instant::now());
-        }
-        self.inner.enter_epoch(cx, epoch);
-    }
-    fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
-        self.inner.data_ready(cx, data);
-    }
-    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
-        self.inner.serve(cx, request);
-    }
-    fn meta_ready(&mut self, cx: &mut Context<'_>, from: TaskId, link: LinkType, meta: &[u8]) {
-        self.inner.meta_ready(cx, from, link, meta);
-    }
-    fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        self.inner.neighbour_failed(cx, link, task);
-    }
-    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        self.inner.neighbour_restarted(cx, link, task);
-    }
-    fn exit(&mut self, cx: &mut Context<'_>) {
-        self.inner.exit(cx);
-    }
-}
-
-/// W1 as `regression::job` builds it (300 ms lease asked for), task 0 timed.
-fn w1_job(name: &str, last_epoch: Epoch, probe: Probe) -> Job {
-    let size = 1;
-    let mut limits = Limits::default();
-    limits.max_bytes = limits.max_bytes.max((size * 4 + 1024) * 2);
-    let factory = move |t: TaskId| {
-        Box::new(Timed { inner: Regression::new(size, last_epoch), probe: (t == 0).then(|| probe.clone()) }) as Box<dyn Task>
-    };
-    Job::new(name, TASKS, Tree { tasks: TASKS }, factory)
-        .edge(PARAM)
-        .edge(GRAD)
-        .limits(limits)
-        .lease_ttl(REQUESTED_TTL)
-}
+// P3: W1 in one process, task 0 timed, against the hand-written tokio W1
+// (the 2-worker multi-thread layout), at S = 1, as in benches/runtime.rs.
 
 /// Runs W1 at S = 1 under `LocalCluster` (on `coord`, or the embedded
 /// coordinator); task 0's epoch-to-epoch times.
-fn framework_w1(coord: Option<Arc<dyn Coordinator>>, last_epoch: Epoch) -> Vec<Duration> {
-    let probe = Probe::default();
+fn p3_framework(coord: Option<Arc<dyn Coordinator>>, last_epoch: Epoch) -> Vec<Duration> {
     let name = if coord.is_some() { "p3-etcd" } else { "p3-embedded" };
-    let mut cluster = LocalCluster::new(w1_job(name, last_epoch, probe.clone())).timeout(Duration::from_secs(120));
-    if let Some(c) = coord {
-        cluster = cluster.coordinator(c);
-    }
-    let result = cluster.run().expect("W1 runs");
-    assert_eq!(result.status, JobStatus::Done, "W1 failed: {result:?}");
-    let want: Vec<(Epoch, String)> = (0..=last_epoch).map(|e| (e, (105 * e).to_string())).collect();
-    assert_eq!(regression::root_values(&result), want, "W1 gave wrong root values");
-    let enters = std::mem::take(&mut *probe.enters.lock().expect("stamps"));
-    assert_eq!(enters.len() as u64, last_epoch + 1, "task 0 entered each epoch once (no failover)");
-    diffs(&enters, P3_WARMUP)
+    diffs(&framework_w1(name, 1, last_epoch, coord).enters, P3_WARMUP)
 }
 
-// ---------------------------------------------------------------------------
-// The P3 baseline: W1 hand-written over tokio TCP (benches/runtime.rs,
-// the 2-worker multi-thread layout), at S = 1.
-
-/// The latest value a node publishes: (epoch, length-prefixed frame).
-type Slot = watch::Sender<Option<(u64, Arc<Vec<u8>>)>>;
-
-const KIND_PARAM: u8 = 0;
-const KIND_GRAD: u8 = 1;
-
-fn encode_frame(values: &[f32]) -> Arc<Vec<u8>> {
-    let mut b = vec![0u8; 4 + 4 * values.len()];
-    b[..4].copy_from_slice(&((4 * values.len()) as u32).to_le_bytes());
-    for (c, v) in b[4..].chunks_exact_mut(4).zip(values) {
-        c.copy_from_slice(&v.to_le_bytes());
-    }
-    Arc::new(b)
-}
-
-/// Serves one incoming connection: its first byte says which value it
-/// asks for; then each request is an epoch (u64), answered with that
-/// epoch's frame once it is published.
-async fn serve_conn(mut stream: TcpStream, param: watch::Receiver<Option<(u64, Arc<Vec<u8>>)>>, grad: watch::Receiver<Option<(u64, Arc<Vec<u8>>)>>) {
-    let Ok(kind) = stream.read_u8().await else { return };
-    let mut rx = if kind == KIND_PARAM { param } else { grad };
-    while let Ok(e) = stream.read_u64_le().await {
-        let frame = {
-            let Ok(v) = rx.wait_for(|v| matches!(v, Some((ep, _)) if *ep >= e)).await else { return };
-            let (ep, frame) = v.as_ref().expect("published");
-            assert_eq!(*ep, e, "baseline served the wrong epoch");
-            frame.clone()
-        };
-        if stream.write_all(&frame).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// An outgoing persistent connection.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr, kind: u8) -> Conn {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream.write_u8(kind).await.expect("handshake");
-        Conn { stream, buf: Vec::new() }
-    }
-
-    async fn request(&mut self, epoch: u64) -> Vec<f32> {
-        self.stream.write_u64_le(epoch).await.expect("request");
-        let len = self.stream.read_u32_le().await.expect("length") as usize;
-        self.buf.resize(len, 0);
-        self.stream.read_exact(&mut self.buf).await.expect("payload");
-        self.buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    }
-}
-
-struct Actor {
-    id: u64,
-    epochs: u64,
-    parent: Option<Conn>,
-    children: Vec<Conn>,
-    param: Slot,
-    grad: Slot,
-    stamps: Option<Stamps>,
-}
-
-impl Actor {
-    async fn run(mut self) {
-        let id = self.id as f32;
-        for e in 0..self.epochs {
-            if let Some(s) = &self.stamps {
-                s.lock().expect("stamps").push(Instant::now());
-            }
-            let (parent, param_slot, has_children) = (&mut self.parent, &self.param, !self.children.is_empty());
-            let param = async move {
-                let p = match parent {
-                    None => vec![e as f32; 1],
-                    Some(c) => c.request(e).await,
-                };
-                if has_children {
-                    param_slot.send_replace(Some((e, encode_frame(&p))));
-                }
-                p
-            };
-            let grads = futures::future::join_all(self.children.iter_mut().map(|c| c.request(e)));
-            let (param, grads) = futures::join!(param, grads);
-            let mut sum = vec![0f32; 1];
-            for g in &grads {
-                for (s, v) in sum.iter_mut().zip(g) {
-                    *s += v;
-                }
-            }
-            if self.parent.is_none() {
-                let want = 105.0 * e as f32;
-                assert!(sum.iter().all(|v| *v == want), "baseline root value wrong at epoch {e}");
-            } else {
-                let grad: Vec<f32> = param.iter().zip(&sum).map(|(p, s)| p * id + s).collect();
-                self.grad.send_replace(Some((e, encode_frame(&grad))));
-            }
-        }
-    }
-}
-
-fn parent_of(i: u64) -> Option<u64> {
-    (i > 0).then(|| (i - 1) / 2)
-}
-
-fn children_of(i: u64) -> Vec<u64> {
-    [2 * i + 1, 2 * i + 2].into_iter().filter(|&c| c < TASKS).collect()
-}
-
-/// One node of the baseline: serves its listener, connects to its
-/// neighbours, runs its epochs.
-async fn baseline_node(id: u64, listener: std::net::TcpListener, addrs: Arc<Vec<SocketAddr>>, epochs: u64, stamps: Option<Stamps>) -> impl std::future::Future<Output = ()> {
-    let (param, param_rx) = watch::channel(None);
-    let (grad, grad_rx) = watch::channel(None);
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            s.set_nodelay(true).expect("nodelay");
-            tokio::spawn(serve_conn(s, param_rx.clone(), grad_rx.clone()));
-        }
-    });
-    let parent = match parent_of(id) {
-        Some(p) => Some(Conn::open(addrs[p as usize], KIND_PARAM).await),
-        None => None,
-    };
-    let mut children = Vec::new();
-    for c in children_of(id) {
-        children.push(Conn::open(addrs[c as usize], KIND_GRAD).await);
-    }
-    Actor { id, epochs, parent, children, param, grad, stamps }.run()
-}
-
-/// Runs the hand-written W1 (15 tokio tasks, 2 worker threads) for
-/// `epochs` epochs; the root's epoch-to-epoch times.
-fn baseline_w1(epochs: u64) -> Vec<Duration> {
-    let stamps: Stamps = Arc::default();
-    let listeners: Vec<std::net::TcpListener> = (0..TASKS)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.set_nonblocking(true).expect("nonblocking");
-            l
-        })
-        .collect();
-    let addrs: Arc<Vec<SocketAddr>> = Arc::new(listeners.iter().map(|l| l.local_addr().expect("addr")).collect());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let mut runs = Vec::new();
-        for (id, l) in listeners.into_iter().enumerate() {
-            let id = id as u64;
-            let s = (id == 0).then(|| stamps.clone());
-            runs.push(baseline_node(id, l, addrs.clone(), epochs, s).await);
-        }
-        let handles: Vec<_> = runs.into_iter().map(tokio::spawn).collect();
-        for h in handles {
-            h.await.expect("actor");
-        }
-    });
-    let stamps = std::mem::take(&mut *stamps.lock().expect("stamps"));
+/// Runs the hand-written W1 (15 tokio tasks, 2 worker threads) at S = 1
+/// for `epochs` epochs; the root's epoch-to-epoch times.
+fn p3_baseline(epochs: u64) -> Vec<Duration> {
+    let (_, mut stamps) = baseline_w1(Layout::Pool2, 1, epochs);
+    // The last stamp ends the last epoch: P3 times epoch starts only.
+    stamps.pop();
     diffs(&stamps, P3_WARMUP)
 }
 
@@ -811,9 +544,9 @@ fn main() {
     };
     let (mut on_etcd, mut embedded, mut base) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..P3_RUNS {
-        on_etcd.extend(framework_w1(Some(p3_coord.clone()), P3_EPOCHS - 1));
-        base.extend(baseline_w1(P3_EPOCHS));
-        embedded.extend(framework_w1(None, P3_EPOCHS - 1));
+        on_etcd.extend(p3_framework(Some(p3_coord.clone()), P3_EPOCHS - 1));
+        base.extend(p3_baseline(P3_EPOCHS));
+        embedded.extend(p3_framework(None, P3_EPOCHS - 1));
     }
     let (op_put, op_cas, op_notify) = etcd_ops(&p3_coord);
     drop(p3_coord);

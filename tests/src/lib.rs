@@ -4,6 +4,7 @@
 
 use taskgraph::message::Message;
 
+pub mod bench_support;
 pub mod capnp_tool;
 pub mod chaos;
 pub mod etcd;
