@@ -41,6 +41,7 @@ pub async fn run_all(c: &dyn Coordinator, ttl: Duration) {
     create_race_has_one_winner(c, 16).await;
     compare_and_swap_semantics(c).await;
     compare_and_delete_only_by_holder(c).await;
+    compare_and_swap_all_is_all_or_nothing(c).await;
     watch_replays_from_revision(c).await;
     watch_sees_live_events_in_order(c).await;
     watch_resumes_without_missing(c).await;
@@ -342,6 +343,38 @@ pub async fn compare_and_delete_only_by_holder(c: &dyn Coordinator) {
         !t.ok("compare_and_delete", c.compare_and_delete(&key, r).await),
         "{t}: a second compare_and_delete returned true"
     );
+    t.cleanup().await;
+}
+
+/// `compare_and_swap_all` writes the swapped key and every other key in
+/// one revision when the expectation holds, and nothing when it does not.
+pub async fn compare_and_swap_all_is_all_or_nothing(c: &dyn Coordinator) {
+    let t = Check::new(c, "compare_and_swap_all_is_all_or_nothing");
+    let (epoch, a, b) = (t.key("epoch"), t.key("a"), t.key("b"));
+    t.ok("put", c.put(&epoch, b"1", None).await);
+    let puts = vec![(a.clone(), b"x".to_vec()), (b.clone(), b"y".to_vec())];
+    // Wrong expectation: nothing written.
+    assert!(
+        !t.ok("compare_and_swap_all", c.compare_and_swap_all(&epoch, Expect::Value(b"0".to_vec()), b"2", &puts).await),
+        "{t}: compare_and_swap_all wrote despite a wrong expectation"
+    );
+    assert_eq!(t.ok("get", c.get(&a).await), None, "{t}: a failed compare_and_swap_all wrote another key");
+    assert_eq!(t.ok("get", c.get(&epoch).await).map(|kv| kv.value), Some(b"1".to_vec()));
+    // Right expectation: everything written, in one revision.
+    assert!(
+        t.ok("compare_and_swap_all", c.compare_and_swap_all(&epoch, Expect::Value(b"1".to_vec()), b"2", &puts).await),
+        "{t}: compare_and_swap_all did not write though the expectation held"
+    );
+    let (e, x, y) = (
+        t.ok("get", c.get(&epoch).await).expect("the swapped key"),
+        t.ok("get", c.get(&a).await).expect("a"),
+        t.ok("get", c.get(&b).await).expect("b"),
+    );
+    assert_eq!((e.value.as_slice(), x.value.as_slice(), y.value.as_slice()), (&b"2"[..], &b"x"[..], &b"y"[..]), "{t}");
+    assert!(e.mod_revision == x.mod_revision && x.mod_revision == y.mod_revision, "{t}: the writes took several revisions");
+    // Absent works too.
+    let fresh = t.key("fresh");
+    assert!(t.ok("compare_and_swap_all", c.compare_and_swap_all(&fresh, Expect::Absent, b"v", &[]).await), "{t}: Absent");
     t.cleanup().await;
 }
 

@@ -475,6 +475,25 @@ impl State {
         Ok(Ok(kv))
     }
 
+    fn compare_and_swap_all(&mut self, key: &str, expect: &Expect, value: &[u8], puts: &[(String, Vec<u8>)]) -> bool {
+        let current = self.keys.get(key);
+        let matches = match (expect, current) {
+            (Expect::Absent, None) => true,
+            (Expect::Value(expected), Some(kv)) => kv.value == *expected,
+            (Expect::ModRevision(expected), Some(kv)) => kv.mod_revision == *expected,
+            _ => false,
+        };
+        if !matches {
+            return false;
+        }
+        // One revision for every write, as an etcd transaction.
+        let revision = self.revision + 1;
+        let mut events: Vec<Event> = puts.iter().map(|(k, v)| Event::Put(self.write_key(revision, k, v, None))).collect();
+        events.push(Event::Put(self.write_key(revision, key, value, None)));
+        self.commit(revision, events);
+        true
+    }
+
     fn compare_and_delete(&mut self, key: &str, mod_revision: Revision) -> bool {
         let held = self.keys.get(key).is_some_and(|kv| kv.mod_revision == mod_revision);
         held && self.delete(key)
@@ -673,6 +692,10 @@ impl Coordinator for Embedded {
         lease: Option<LeaseId>,
     ) -> CoordResult<Result<KeyValue, Option<KeyValue>>> {
         self.begin()?.compare_and_swap(key, &expect, value, lease)
+    }
+
+    async fn compare_and_swap_all(&self, key: &str, expect: Expect, value: &[u8], puts: &[(String, Vec<u8>)]) -> CoordResult<bool> {
+        Ok(self.begin()?.compare_and_swap_all(key, &expect, value, puts))
     }
 
     async fn compare_and_delete(&self, key: &str, mod_revision: Revision) -> CoordResult<bool> {

@@ -581,6 +581,24 @@ impl Coordinator for Etcd {
         .await
     }
 
+    async fn compare_and_swap_all(&self, key: &str, expect: Expect, value: &[u8], puts: &[(String, Vec<u8>)]) -> CoordResult<bool> {
+        let mut kv = self.inner.kv.clone();
+        let (key, value, puts) = (key.to_owned(), value.to_vec(), puts.to_vec());
+        self.run("compare_and_swap_all", async move {
+            let exists = Compare::create_revision(key.clone(), CompareOp::Greater, 0);
+            let when = match expect {
+                Expect::Absent => vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)],
+                Expect::Value(expected) => vec![exists, Compare::value(key.clone(), CompareOp::Equal, expected)],
+                Expect::ModRevision(r) => vec![exists, Compare::mod_revision(key.clone(), CompareOp::Equal, r)],
+            };
+            let mut ops: Vec<TxnOp> = puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect();
+            ops.push(TxnOp::put(key, value, None));
+            let done = kv.txn(Txn::new().when(when).and_then(ops)).await.map_err(|e| map_error("compare_and_swap_all", None, e))?;
+            Ok(done.succeeded())
+        })
+        .await
+    }
+
     async fn compare_and_delete(&self, key: &str, mod_revision: Revision) -> CoordResult<bool> {
         let mut kv = self.inner.kv.clone();
         let key = key.to_owned();

@@ -187,6 +187,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
         value: &[u8],
         lease: Option<LeaseId>,
     ) -> CoordResult<Result<KeyValue, Option<KeyValue>>>;
+    /// Like [`compare_and_swap`](Self::compare_and_swap) (with no lease),
+    /// and in the same revision also writes every `(key, value)` of
+    /// `puts`: all of it or nothing. Whether it wrote. (A task records its
+    /// epoch's results and advances the epoch in one step this way.)
+    async fn compare_and_swap_all(&self, key: &str, expect: Expect, value: &[u8], puts: &[(String, Vec<u8>)]) -> CoordResult<bool>;
+
     /// Deletes `key` if it was last written at `mod_revision` (so that
     /// only the holder of an election key resigns it); whether it did.
     async fn compare_and_delete(&self, key: &str, mod_revision: Revision) -> CoordResult<bool>;
