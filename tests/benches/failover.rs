@@ -586,7 +586,7 @@ fn main() {
         ms(op_notify)
     );
     println!(
-        "          etcd - embedded = {:.3} ms per epoch, ~ the root's record put + epoch CAS + the epoch's watch fan-out, in series",
+        "          etcd - embedded = {:.3} ms per epoch, ~ the root's record-and-advance transaction + the epoch's watch fan-out, in series",
         ms(median(&on_etcd).saturating_sub(median(&embedded)))
     );
 
