@@ -459,12 +459,7 @@ impl State {
         lease: Option<LeaseId>,
     ) -> CoordResult<Result<KeyValue, Option<KeyValue>>> {
         let current = self.keys.get(key);
-        let matches = match (expect, current) {
-            (Expect::Absent, None) => true,
-            (Expect::Value(expected), Some(kv)) => kv.value == *expected,
-            (Expect::ModRevision(expected), Some(kv)) => kv.mod_revision == *expected,
-            _ => false,
-        };
+        let matches = expected(expect, current);
         if !matches {
             return Ok(Err(current.cloned()));
         }
@@ -477,12 +472,7 @@ impl State {
 
     fn compare_and_swap_all(&mut self, key: &str, expect: &Expect, value: &[u8], puts: &[(String, Vec<u8>)]) -> bool {
         let current = self.keys.get(key);
-        let matches = match (expect, current) {
-            (Expect::Absent, None) => true,
-            (Expect::Value(expected), Some(kv)) => kv.value == *expected,
-            (Expect::ModRevision(expected), Some(kv)) => kv.mod_revision == *expected,
-            _ => false,
-        };
+        let matches = expected(expect, current);
         if !matches {
             return false;
         }
@@ -639,6 +629,16 @@ impl State {
 fn deadline_after(now: Instant, ttl: Duration) -> CoordResult<Instant> {
     now.checked_add(ttl)
         .ok_or_else(|| CoordError::Invalid(format!("a lease's TTL of {ttl:?} is too long")))
+}
+
+/// Whether `current` (a key's state) is what `expect` describes.
+fn expected(expect: &Expect, current: Option<&KeyValue>) -> bool {
+    match (expect, current) {
+        (Expect::Absent, None) => true,
+        (Expect::Value(v), Some(kv)) => kv.value == *v,
+        (Expect::ModRevision(r), Some(kv)) => kv.mod_revision == *r,
+        _ => false,
+    }
 }
 
 #[async_trait]

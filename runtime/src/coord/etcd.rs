@@ -558,12 +558,7 @@ impl Coordinator for Etcd {
         let mut kv = self.inner.kv.clone();
         let (key, value) = (key.to_owned(), value.to_vec());
         self.run("compare_and_swap", async move {
-            let exists = Compare::create_revision(key.clone(), CompareOp::Greater, 0);
-            let when = match expect {
-                Expect::Absent => vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)],
-                Expect::Value(expected) => vec![exists, Compare::value(key.clone(), CompareOp::Equal, expected)],
-                Expect::ModRevision(r) => vec![exists, Compare::mod_revision(key.clone(), CompareOp::Equal, r)],
-            };
+            let when = compares(&key, expect);
             let txn = Txn::new()
                 .when(when)
                 .and_then([TxnOp::put(key.clone(), value, options), TxnOp::get(key.clone(), None)])
@@ -585,12 +580,7 @@ impl Coordinator for Etcd {
         let mut kv = self.inner.kv.clone();
         let (key, value, puts) = (key.to_owned(), value.to_vec(), puts.to_vec());
         self.run("compare_and_swap_all", async move {
-            let exists = Compare::create_revision(key.clone(), CompareOp::Greater, 0);
-            let when = match expect {
-                Expect::Absent => vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)],
-                Expect::Value(expected) => vec![exists, Compare::value(key.clone(), CompareOp::Equal, expected)],
-                Expect::ModRevision(r) => vec![exists, Compare::mod_revision(key.clone(), CompareOp::Equal, r)],
-            };
+            let when = compares(&key, expect);
             let mut ops: Vec<TxnOp> = puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect();
             ops.push(TxnOp::put(key, value, None));
             let done = kv.txn(Txn::new().when(when).and_then(ops)).await.map_err(|e| map_error("compare_and_swap_all", None, e))?;
@@ -819,5 +809,16 @@ async fn reopen_watch(client: &mut WatchClient, prefix: &str, next: Revision, op
         // The last try is at the deadline.
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The etcd comparisons that mean `expect` for `key`. A missing key reads
+/// as revision 0 in etcd, so "exists" is compared explicitly.
+fn compares(key: &str, expect: Expect) -> Vec<Compare> {
+    let exists = Compare::create_revision(key.to_owned(), CompareOp::Greater, 0);
+    match expect {
+        Expect::Absent => vec![Compare::create_revision(key.to_owned(), CompareOp::Equal, 0)],
+        Expect::Value(v) => vec![exists, Compare::value(key.to_owned(), CompareOp::Equal, v)],
+        Expect::ModRevision(r) => vec![exists, Compare::mod_revision(key.to_owned(), CompareOp::Equal, r)],
     }
 }
