@@ -25,7 +25,6 @@ pub use capnp::private::layout::{PointerBuilder, PointerReader, StructBuilder, S
 pub use capnp::Error;
 pub use crate::message::Enum;
 
-use crate::message::Message;
 use crate::view::{EnumList, List, PrimitiveList, StructList, TextList};
 
 /// The result type of the wire functions.
@@ -806,35 +805,8 @@ unsafe impl capnp::message::Allocator for FrameAllocator {
 
 /// The root struct of a parsed message.
 pub fn root<'a, S: capnp::message::ReaderSegments>(message: &'a capnp::message::Reader<S>) -> Result<StructReader<'a>> {
-    let root: OwnedReader<'a, Raw> = message.get_root()?;
-    Ok(root.0)
-}
-
-/// A struct of unknown shape, for reading a root pointer.
-pub struct Raw;
-
-impl Struct for Raw {
-    const SIZE: StructSize = StructSize { data: 0, pointers: 0 };
-    type View<'a> = RawView<'a>;
-    fn write(&self, _: StructBuilder<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn read(_: StructReader<'_>) -> Result<Self> {
-        Ok(Raw)
-    }
-    fn words(&self) -> usize {
-        0
-    }
-}
-
-/// The view of [`Raw`].
-#[derive(Clone, Copy)]
-pub struct RawView<'a>(#[allow(dead_code)] StructReader<'a>);
-
-impl<'a> From<StructReader<'a>> for RawView<'a> {
-    fn from(r: StructReader<'a>) -> Self {
-        RawView(r)
-    }
+    let root: RawPointer<'a> = message.get_root()?;
+    root.0.get_struct(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -894,7 +866,3 @@ pub fn schema_of<T: Named>() -> String {
     let file_id = T::TYPE_ID.rotate_left(17) ^ 0x5bd1_e995_7f4a_7c15 | 1 << 63;
     s.finish(file_id)
 }
-
-// Keep `Message` in scope for docs.
-#[allow(unused_imports)]
-use Message as _;

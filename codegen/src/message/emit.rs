@@ -5,7 +5,7 @@
 //! `const _: () = { ... };`. The view type is the one item it adds to the
 //! user's module: `<Name>View<'a>`.
 
-use proc_macro2::{Literal, Span, TokenStream};
+use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
@@ -734,10 +734,4 @@ fn view_type(cx: &Ctx<'_>, def: &MessageDef, layout: Option<&Layout>) -> TokenSt
             }
         }
     }
-}
-
-/// The expansion's fallback span (for generated items with no user token).
-#[allow(dead_code)]
-fn call_site() -> Span {
-    Span::call_site()
 }

@@ -60,10 +60,6 @@ fn capnp_attrs(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("capnp"))
 }
 
-fn parse_u64(lit: &syn::LitInt) -> syn::Result<u64> {
-    lit.base10_parse::<u64>()
-}
-
 fn parse_ordinal(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<(u32, Span)> {
     let lit: syn::LitInt = meta.value()?.parse()?;
     let v = lit
@@ -160,7 +156,7 @@ fn type_attrs(attrs: &[Attribute], diag: &mut Diagnostics) -> TypeAttrs {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("id") || meta.path.is_ident("file_id") {
                 let lit: syn::LitInt = meta.value()?.parse()?;
-                let v = parse_u64(&lit)?;
+                let v: u64 = lit.base10_parse()?;
                 if v >> 63 == 0 {
                     return Err(syn::Error::new(
                         lit.span(),

@@ -165,8 +165,7 @@ enum Served {
 
 #[derive(Clone, Copy, Debug)]
 struct Primary {
-    /// The node's id (for logs and status).
-    #[allow(dead_code)]
+    /// The node's id (for logs).
     node: u64,
     addr: SocketAddr,
     term: u64,
@@ -1024,7 +1023,7 @@ impl Loop {
     async fn evict(&mut self, t: TaskId) {
         let Some(p) = self.primaries.get(&t).copied() else { return };
         match self.cfg.coord.compare_and_delete(&self.keys.primary(t), p.mod_revision).await {
-            Ok(true) => tracing::info!(task = t, term = p.term, "evicted a dead primary"),
+            Ok(true) => tracing::info!(task = t, node = p.node, term = p.term, "evicted a dead primary"),
             Ok(false) => {}
             Err(e) => tracing::warn!(task = t, error = %e, "cannot evict a primary"),
         }

@@ -9,7 +9,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -465,14 +464,14 @@ pub(crate) struct Peers {
     connecting: tokio::sync::Mutex<()>,
     limits: Limits,
     faults: TransportFaults,
-    fetches: AtomicU64,
+    fetches: Cell<u64>,
 }
 
 impl Peers {
     pub(crate) fn new(limits: Limits, faults: TransportFaults, spawner: Spawner, events: mpsc::UnboundedSender<Event>) -> Self {
         Peers {
             spawner,
-            events, connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: AtomicU64::new(0) }
+            events, connections: RefCell::new(HashMap::new()), connecting: tokio::sync::Mutex::new(()), limits, faults, fetches: Cell::new(0) }
     }
 
     fn live_client(&self, addr: SocketAddr) -> Option<node::Client> {
@@ -548,7 +547,8 @@ impl Peers {
     /// Fetches once (twice, with duplicate injection): one result per
     /// send.
     pub(crate) async fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> Vec<Result<Fetched, FetchFailure>> {
-        let n = self.fetches.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.fetches.get() + 1;
+        self.fetches.set(n);
         let every = |k: u64| k != 0 && n % k == 0;
         if every(self.faults.duplicate_every) {
             let (a, b) = futures::join!(self.fetch_once(addr, &req, false), self.fetch_once(addr, &req, false));
