@@ -175,7 +175,7 @@ pub fn is_snake_case(name: &str) -> bool {
 
 /// `name` in snake_case, if that makes an identifier (`childNodes` →
 /// `child_nodes`).
-fn to_snake_case(name: &str) -> Option<String> {
+pub(crate) fn to_snake_case(name: &str) -> Option<String> {
     let mut out = String::new();
     let mut prev_lower = false;
     for c in name.trim_start_matches("r#").chars() {
@@ -196,7 +196,7 @@ fn to_snake_case(name: &str) -> Option<String> {
 }
 
 /// Rust's strict and reserved keywords: names a method cannot have.
-fn is_keyword(name: &str) -> bool {
+pub(crate) fn is_keyword(name: &str) -> bool {
     const KEYWORDS: &[&str] = &[
         "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
         "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
@@ -390,6 +390,7 @@ pub fn emit(item: &syn::ItemStruct, links: &[Link], complete: bool) -> TokenStre
         names.join(", ")
     );
 
+    let unknown = format!("`{owner}` has no link of that name: its links are {}", names.join(", "));
     let link_expr = |l: &Link| {
         let (id, name) = (l.id, l.name.to_string());
         match l.inverse {
@@ -448,6 +449,12 @@ pub fn emit(item: &syn::ItemStruct, links: &[Link], complete: bool) -> TokenStre
                 #(#consts)*
                 /// All links of this topology, by id.
                 pub const LINKS: [::taskgraph::LinkType; #n] = [#(#all),*];
+            }
+
+            #[automatically_derived]
+            impl ::taskgraph::dsl::LinkSet for #ident {
+                const LINKS: &'static [::taskgraph::LinkType] = &Self::LINKS;
+                const UNKNOWN_LINK: &'static str = #unknown;
             }
 
             #[automatically_derived]

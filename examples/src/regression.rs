@@ -1,5 +1,4 @@
-//! W1, the tree regression of `WORKLOAD.md`, written by hand against the
-//! task API.
+//! W1, the tree regression of `WORKLOAD.md`, written with the graph DSL.
 //!
 //! 15 tasks in a binary tree (parent of `i` is `(i - 1) / 2`); task 0 is
 //! the root. At epoch `e` the root's parameter is a vector of `size`
@@ -8,8 +7,14 @@
 //! `parameter * id + sum of its children's gradients`. The root sums its
 //! children's gradients, records the value, and advances the epoch; after
 //! `last_epoch` it ends the job. Root values: `105 * e`.
+//!
+//! The program is four declarations: the messages (`#[derive(Message)]`),
+//! the topology (`#[topology]`), the graph (`taskgraph!`: roles, typed
+//! edges) and a struct per role (`#[task]`) implementing the handlers the
+//! graph asks of it. [`crate::regression_by_hand`] is the same job against
+//! the runtime's own API.
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use taskgraph::prelude::*;
 
@@ -27,39 +32,35 @@ pub struct Grad {
     pub values: Vec<f32>,
 }
 
-/// Workers fetch the parameter from their parent.
-pub const PARAM: Edge<Param> = Edge::new(0, "param");
-/// Every task fetches its children's gradients.
-pub const GRAD: Edge<Grad> = Edge::new(1, "grad");
-
-/// The parent link (`(i - 1) / 2`).
-pub const PARENT: LinkType = LinkType::with_inverse(0, "parent", 1);
-/// The children link (`2i + 1`, `2i + 2`).
-pub const CHILDREN: LinkType = LinkType::with_inverse(1, "children", 0);
-
-const LINKS: [LinkType; 2] = [PARENT, CHILDREN];
-
 /// A binary tree of `tasks` tasks, the same at every epoch.
+#[topology(parent <-> children)]
 #[derive(Clone, Copy, Debug)]
 pub struct Tree {
     /// How many tasks.
     pub tasks: u64,
 }
 
-impl Topology for Tree {
-    fn links(&self) -> &[LinkType] {
-        &LINKS
-    }
-    fn neighbours(&self, link: u32, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
-        if link == PARENT.id {
-            if task == 0 {
-                vec![]
-            } else {
-                vec![(task - 1) / 2]
-            }
+impl TreeLinks for Tree {
+    fn parent(&self, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
+        if task == 0 {
+            vec![]
         } else {
-            [2 * task + 1, 2 * task + 2].into_iter().filter(|&c| c < self.tasks).collect()
+            vec![(task - 1) / 2]
         }
+    }
+    fn children(&self, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
+        [2 * task + 1, 2 * task + 2].into_iter().filter(|&c| c < self.tasks).collect()
+    }
+}
+
+taskgraph! {
+    /// W1: the parameter goes down the tree, the gradients come up.
+    pub graph Regression(topology = Tree) {
+        messages Param, Grad;
+        role Root = 0;
+        role Worker = 1..;
+        Worker fetches Param over parent from Root | Worker;
+        Root | Worker fetch Grad over children from Worker;
     }
 }
 
@@ -68,144 +69,155 @@ pub fn record_name(e: Epoch) -> String {
     format!("root/{e:06}")
 }
 
-/// One task of the regression (root or worker, by its id).
+/// Adds `values` into `sum`.
+fn add(sum: &mut [f32], values: &[f32]) {
+    for (s, v) in sum.iter_mut().zip(values) {
+        *s += v;
+    }
+}
+
+/// Task 0: makes the parameter, sums its children's gradients, records
+/// the value and moves the job on.
+#[task(Regression::Root)]
 #[derive(Debug)]
-pub struct Regression {
+pub struct Root {
     size: usize,
     last_epoch: Epoch,
-    param: Option<Vec<f32>>,
-    /// The parameter as served to our children: encoded once (the root)
-    /// or forwarded as it arrived (a worker).
-    param_frame: Option<Encoded<Param>>,
-    grads: BTreeMap<TaskId, Vec<f32>>,
-    children: Vec<TaskId>,
-    /// Fetches of our parameter that came before we had it.
-    param_waiting: Vec<ServeRequest>,
-    /// Our parent's fetch of our gradient, if it came before it was ready.
-    grad_waiting: Option<ServeRequest>,
-    grad: Option<Grad>,
-    finished: bool,
+    /// This epoch's parameter, encoded once for both children.
+    param: Option<Encoded<Param>>,
+    sum: Vec<f32>,
+    /// Gradients still to come.
+    pending: usize,
 }
 
-impl Regression {
-    /// Task of a job with vectors of `size` values that ends after
-    /// `last_epoch`.
+impl Root {
+    /// The root of a job with vectors of `size` that ends after `last_epoch`.
     pub fn new(size: usize, last_epoch: Epoch) -> Self {
-        Regression {
-            size,
-            last_epoch,
-            param: None,
-            param_frame: None,
-            grads: BTreeMap::new(),
-            children: Vec::new(),
-            param_waiting: Vec::new(),
-            grad_waiting: None,
-            grad: None,
-            finished: false,
+        Root { size, last_epoch, param: None, sum: Vec::new(), pending: 0 }
+    }
+
+    fn finish(&mut self, cx: &mut RootCx<'_>) {
+        let e = cx.epoch();
+        let first = self.sum.first().copied().unwrap_or(0.0);
+        if let Some(bad) = self.sum.iter().position(|v| *v != first) {
+            return cx.fail_job(format!("epoch {e}: element {bad} of the root value is {}, not {first}", self.sum[bad]));
+        }
+        cx.record(record_name(e), first.to_string());
+        if e >= self.last_epoch {
+            cx.end_job();
+        } else {
+            cx.advance_epoch();
+        }
+    }
+}
+
+impl RootHandlers for Root {
+    fn enter_epoch(&mut self, cx: &mut RootCx<'_>, epoch: Epoch) {
+        self.param = Some(Encoded::new(&Param { values: vec![epoch as f32; self.size] }));
+        self.sum = vec![0.0; self.size];
+        self.pending = cx.fetch_grad();
+        if self.pending == 0 {
+            self.finish(cx);
         }
     }
 
-    fn serve_param(&mut self, cx: &mut Context<'_>) {
-        if let Some(frame) = &self.param_frame {
-            for req in self.param_waiting.drain(..) {
-                cx.reply_encoded(PARAM, req, frame);
-            }
+    fn on_grad(&mut self, cx: &mut RootCx<'_>, _from: TaskId, grad: Fetched<Grad>) {
+        add(&mut self.sum, &grad.values);
+        self.pending -= 1;
+        if self.pending == 0 {
+            self.finish(cx);
         }
     }
 
-    /// Once the parameter and every child's gradient are here: serve our
-    /// gradient (a worker) or finish the epoch (the root).
-    fn try_finish(&mut self, cx: &mut Context<'_>) {
+    fn serve_param(&mut self, _cx: &mut RootCx<'_>, _to: TaskId) -> Serve<Param> {
+        match &self.param {
+            Some(p) => Serve::encoded(p),
+            None => Serve::later(),
+        }
+    }
+}
+
+/// Every other task: passes the parameter down, and its gradient up.
+#[task(Regression::Worker)]
+#[derive(Debug)]
+pub struct Worker {
+    size: usize,
+    /// The parameter as it came, forwarded to the children unchanged.
+    param: Option<Fetched<Param>>,
+    /// Children that asked for the parameter before it came.
+    param_waiting: Vec<TaskId>,
+    sum: Vec<f32>,
+    pending: usize,
+    grad: Option<Encoded<Grad>>,
+    /// The parent, if it asked for the gradient before it was ready.
+    grad_waiting: Option<TaskId>,
+}
+
+impl Worker {
+    /// A worker of a job with vectors of `size`.
+    pub fn new(size: usize) -> Self {
+        Worker { size, param: None, param_waiting: Vec::new(), sum: Vec::new(), pending: 0, grad: None, grad_waiting: None }
+    }
+
+    /// Once the parameter and every child's gradient are here: our
+    /// gradient, to the parent.
+    fn try_finish(&mut self, cx: &mut WorkerCx<'_>) {
         let Some(param) = &self.param else { return };
-        if self.finished || self.grads.len() < self.children.len() {
+        if self.pending > 0 || self.grad.is_some() {
             return;
         }
-        self.finished = true;
-        let mut sum = vec![0f32; self.size];
-        for g in self.grads.values() {
-            for (s, v) in sum.iter_mut().zip(g) {
-                *s += v;
-            }
+        let id = cx.task() as f32;
+        let values = param.values.iter().zip(&self.sum).map(|(p, s)| p * id + s).collect();
+        let grad = Encoded::new(&Grad { values });
+        if let Some(parent) = self.grad_waiting.take() {
+            cx.reply_grad_encoded(parent, &grad);
         }
-        if cx.task() == 0 {
-            let e = cx.epoch();
-            let first = sum.first().copied().unwrap_or(0.0);
-            if let Some(bad) = sum.iter().position(|v| *v != first) {
-                cx.fail_job(format!("epoch {e}: element {bad} of the root value is {}, not {first}", sum[bad]));
-                return;
-            }
-            cx.record(record_name(e), first.to_string());
-            if e >= self.last_epoch {
-                cx.end_job();
-            } else {
-                cx.advance_epoch();
-            }
-        } else {
-            let id = cx.task() as f32;
-            let values = param.iter().zip(&sum).map(|(p, s)| p * id + s).collect();
-            let grad = Grad { values };
-            if let Some(req) = self.grad_waiting.take() {
-                cx.reply(GRAD, req, &grad);
-            }
-            self.grad = Some(grad);
-        }
+        self.grad = Some(grad);
     }
 }
 
-impl Task for Regression {
-    fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
+impl WorkerHandlers for Worker {
+    fn enter_epoch(&mut self, cx: &mut WorkerCx<'_>, _epoch: Epoch) {
         self.param = None;
-        self.param_frame = None;
-        self.grads.clear();
+        self.param_waiting.clear();
+        self.sum = vec![0.0; self.size];
         self.grad = None;
         self.grad_waiting = None;
-        self.param_waiting.clear();
-        self.finished = false;
-        self.children = cx.neighbours(CHILDREN);
-        if cx.task() == 0 {
-            let param = Param { values: vec![epoch as f32; self.size] };
-            self.param_frame = Some(Encoded::new(&param));
-            self.param = Some(param.values);
-        } else {
-            for parent in cx.neighbours(PARENT) {
-                cx.fetch(PARAM, parent);
-            }
+        cx.fetch_param();
+        self.pending = cx.fetch_grad();
+    }
+
+    fn on_param(&mut self, cx: &mut WorkerCx<'_>, _from: TaskId, param: Fetched<Param>) {
+        let frame = param.encoded();
+        for child in self.param_waiting.drain(..) {
+            cx.reply_param_encoded(child, &frame);
         }
-        for c in self.children.clone() {
-            cx.fetch(GRAD, c);
-        }
+        self.param = Some(param);
         self.try_finish(cx);
     }
 
-    fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
-        if data.is(PARAM) {
-            match (data.decode(PARAM), data.encoded(PARAM)) {
-                (Ok(p), Ok(frame)) => {
-                    self.param = Some(p.values);
-                    self.param_frame = Some(frame);
-                }
-                (Err(e), _) | (_, Err(e)) => return cx.fail_job(format!("task {}: bad parameter: {e}", cx.task())),
-            }
-            self.serve_param(cx);
-        } else if data.is(GRAD) {
-            match data.decode(GRAD) {
-                Ok(g) => {
-                    self.grads.insert(data.from(), g.values);
-                }
-                Err(e) => return cx.fail_job(format!("task {}: bad gradient: {e}", cx.task())),
-            }
-        }
+    fn on_grad(&mut self, cx: &mut WorkerCx<'_>, _from: TaskId, grad: Fetched<Grad>) {
+        add(&mut self.sum, &grad.values);
+        self.pending -= 1;
         self.try_finish(cx);
     }
 
-    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
-        if request.is(PARAM) {
-            self.param_waiting.push(request);
-            self.serve_param(cx);
-        } else if request.is(GRAD) {
-            match &self.grad {
-                Some(g) => cx.reply(GRAD, request, g),
-                None => self.grad_waiting = Some(request),
+    fn serve_param(&mut self, _cx: &mut WorkerCx<'_>, to: TaskId) -> Serve<Param> {
+        match &self.param {
+            Some(p) => Serve::encoded(&p.encoded()),
+            None => {
+                self.param_waiting.push(to);
+                Serve::later()
+            }
+        }
+    }
+
+    fn serve_grad(&mut self, _cx: &mut WorkerCx<'_>, to: TaskId) -> Serve<Grad> {
+        match &self.grad {
+            Some(g) => Serve::encoded(g),
+            None => {
+                self.grad_waiting = Some(to);
+                Serve::later()
             }
         }
     }
@@ -217,11 +229,13 @@ pub fn job(tasks: u64, size: usize, last_epoch: Epoch) -> Job {
     let bytes = size * 4 + 1024;
     let mut limits = taskgraph::message::Limits::default();
     limits.max_bytes = limits.max_bytes.max(bytes * 2);
-    Job::new("regression", tasks, Tree { tasks }, move |_| Box::new(Regression::new(size, last_epoch)) as Box<dyn Task>)
-        .edge(PARAM)
-        .edge(GRAD)
-        .limits(limits)
-        .lease_ttl(std::time::Duration::from_millis(300))
+    Regression::job(
+        Tree { tasks },
+        tasks,
+        RegressionTasks { root: move |_| Root::new(size, last_epoch), worker: move |_| Worker::new(size) },
+    )
+    .limits(limits)
+    .lease_ttl(Duration::from_millis(300))
 }
 
 /// The failure scenarios of `WORKLOAD.md` that run in one process.
@@ -242,10 +256,10 @@ pub fn faults(scenarios: &[Scenario], tasks: u64, seed: u64) -> Faults {
     for s in scenarios {
         f = match s {
             Scenario::F1 => f.at(FaultPoint::EnterEpoch { task: 0, epoch: 1 }),
-            Scenario::F2 => f.random(FaultKind::DataReceived, 0.03, 1..tasks, Some(PARAM.id)),
+            Scenario::F2 => f.random(FaultKind::DataReceived, 0.03, 1..tasks, Some(Regression::PARAM.id)),
             Scenario::F3 => f
-                .random(FaultKind::BeforeServe, 0.03, 1..tasks, Some(GRAD.id))
-                .random(FaultKind::AfterServe, 0.03, 1..tasks, Some(GRAD.id)),
+                .random(FaultKind::BeforeServe, 0.03, 1..tasks, Some(Regression::GRAD.id))
+                .random(FaultKind::AfterServe, 0.03, 1..tasks, Some(Regression::GRAD.id)),
         };
     }
     f

@@ -40,3 +40,40 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
 pub fn topology(attr: TokenStream, item: TokenStream) -> TokenStream {
     taskgraph_codegen::topology::attribute(attr.into(), item.into()).into()
 }
+
+/// Declares a graph: its topology, roles (which task ids take each),
+/// message types, typed edges and flags. It generates, per role, a handler
+/// trait (`<Role>Handlers`) with exactly the handlers the role's edges need
+/// and a context (`<Role>Cx`) whose fetch, reply and flag methods exist
+/// only for them; and the graph type, with `job`, `graph` (a picture per
+/// epoch), `capnp_schema` and the typed edge consts.
+///
+/// ```ignore
+/// taskgraph! {
+///     pub graph Regression(topology = Tree) {
+///         messages Param, Grad;
+///         role Root = 0;
+///         role Worker = 1..;
+///         Worker fetches Param over parent from Root | Worker;
+///         Root | Worker fetch Grad over children from Worker;
+///     }
+/// }
+/// ```
+///
+/// See `taskgraph_codegen::graph` for the grammar and the expansion. Set
+/// `TASKGRAPH_DEBUG_MACRO=Regression` while building to print the
+/// expansion.
+#[proc_macro]
+pub fn taskgraph(input: TokenStream) -> TokenStream {
+    taskgraph_codegen::graph::macro_(input.into()).into()
+}
+
+/// Binds a struct to a role of a graph: `#[task(Regression::Worker)]`. The
+/// struct must then implement the role's handler trait
+/// (`WorkerHandlers`), and is what `Regression::job` accepts as the
+/// role's tasks. Several roles: `#[task(Regression::Root,
+/// Regression::Worker)]`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    taskgraph_codegen::task::attribute(attr.into(), item.into()).into()
+}

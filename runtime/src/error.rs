@@ -26,6 +26,9 @@ pub enum Error {
     /// A node failed in a way that stopped the job.
     #[error("{0}")]
     Node(String),
+    /// A job that cannot run as configured (e.g. tasks without a role).
+    #[error("{0}")]
+    Job(String),
     /// The job did not end in time.
     #[error("{0}")]
     Timeout(String),

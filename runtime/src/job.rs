@@ -38,6 +38,7 @@ pub struct Job {
     pub(crate) edges: Vec<(u32, &'static str)>,
     pub(crate) limits: Limits,
     pub(crate) lease_ttl: Duration,
+    pub(crate) graph: Option<&'static crate::dsl::GraphSpec>,
 }
 
 impl fmt::Debug for Job {
@@ -66,6 +67,7 @@ impl Job {
             edges: Vec::new(),
             limits: Limits::default(),
             lease_ttl: Duration::from_secs(2),
+            graph: None,
         }
     }
 
@@ -92,6 +94,28 @@ impl Job {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
+    }
+
+    /// The graph the job runs (set by `taskgraph!`'s generated `job`):
+    /// the runtime checks that every task has a role before it starts.
+    pub fn graph(mut self, graph: &'static crate::dsl::GraphSpec) -> Self {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// Whether the job can run as configured: it has tasks, and each has a
+    /// role in its graph (if it has one). Nodes and [`LocalCluster`]
+    /// check it before they start.
+    ///
+    /// [`LocalCluster`]: crate::LocalCluster
+    pub fn check(&self) -> crate::Result<()> {
+        if self.tasks == 0 {
+            return Err(crate::Error::Job(format!("job `{}` has no tasks", self.name)));
+        }
+        if let Some(graph) = self.graph {
+            graph.check_tasks(self.tasks).map_err(crate::Error::Job)?;
+        }
+        Ok(())
     }
 
     /// The job's name.

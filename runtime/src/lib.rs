@@ -9,6 +9,8 @@
 //!   `#[derive(Message)]` on plain Rust types;
 //! * [`graph`], [`task`], [`job`]: a job's tasks, topology and typed edges,
 //!   and the handlers a task implements;
+//! * [`dsl`]: what the graph macros (`taskgraph!`, `#[task]`,
+//!   `#[topology]`) generate code against;
 //! * [`local`]: running a whole job in one process, with fault injection;
 //! * [`launch`]: running a job as supervised node processes;
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
@@ -20,6 +22,7 @@
 extern crate self as taskgraph;
 
 pub mod coord;
+pub mod dsl;
 mod error;
 pub mod graph;
 pub mod job;
@@ -35,7 +38,7 @@ pub mod wire;
 
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
-pub use taskgraph_macros::topology;
+pub use taskgraph_macros::{task, taskgraph, topology};
 pub use job::{Job, JobStatus};
 pub use local::{Faults, JobResult, LocalCluster};
 pub use node::{run_node, NodeExit, NodeOptions};
@@ -50,12 +53,15 @@ pub mod prelude {
     pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;
     pub use crate::task::{Context, Received, ServeRequest, Task};
-    pub use crate::topology;
+    pub use crate::dsl::{Fetched, Serve, TaskCx};
+    pub use crate::{task, topology};
+    pub use taskgraph_macros::taskgraph;
 }
 
 /// Items used by the code that taskgraph's macros generate. Not a public
 /// API: anything here may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::dsl::private as dsl;
     pub use crate::wire as capnp;
 }

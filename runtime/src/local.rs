@@ -116,6 +116,7 @@ impl LocalCluster {
 
     /// Runs the job to its end.
     pub fn run(self) -> crate::Result<JobResult> {
+        self.job.check()?;
         let coord: Arc<dyn Coordinator> = self.coord.clone().unwrap_or_else(|| Arc::new(Embedded::new()));
         let keys = Keys::new(&self.job.name);
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -80,6 +80,11 @@ pub use taskgraph_macros::Message;
 /// A Cap'n Proto struct: derive it with `#[derive(Message)]`.
 ///
 /// The supertraits are implementation details of the derive.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a taskgraph message",
+    label = "not a message",
+    note = "derive it: `#[derive(Message)]` on the type makes it a Cap'n Proto message"
+)]
 pub trait Message: Struct + Named {
     /// Encodes `self` as one standard Cap'n Proto stream frame (segment
     /// table, then segments, unpacked), as `capnp::serialize::write_message`

@@ -188,6 +188,11 @@ impl fmt::Debug for Context<'_> {
 }
 
 impl Context<'_> {
+    /// The same context for a shorter borrow.
+    pub(crate) fn reborrow(&mut self) -> Context<'_> {
+        Context { task: self.task, epoch: self.epoch, tasks: self.tasks, topology: self.topology, actions: &mut *self.actions }
+    }
+
     /// This task's id.
     pub fn task(&self) -> TaskId {
         self.task

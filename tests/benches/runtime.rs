@@ -347,7 +347,7 @@ fn main() {
     println!("baseline: hand-written tokio W1, 15 actors, persistent loopback TCP, length-prefixed f32 frames,");
     println!("          28 request/response exchanges per epoch; ratio against 15 tokio tasks on a 2-worker");
     println!("          multi-thread runtime; the (info) rows use one thread + current-thread runtime per node.");
-    println!("framework: LocalCluster, embedded coordinator, taskgraph_examples::regression::Regression wrapped");
+    println!("framework: LocalCluster, embedded coordinator, taskgraph_examples::regression (the DSL version), its Root wrapped");
     println!("          to time-stamp task 0's enter_epoch; nodes on one thread per core (LocalCluster's default), no spares.");
     for n in &notes {
         println!("note: {n}");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use taskgraph::coord::Coordinator;
 use taskgraph::message::Limits;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Regression, Tree, GRAD, PARAM};
+use taskgraph_examples::regression::{self, Grad, Param, Regression, RegressionTasks, Root, RootCx, RootHandlers, Tree, Worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -101,42 +101,28 @@ pub struct Probe {
     pub exit: Stamps,
 }
 
-/// `Regression`, with task 0's `enter_epoch` and `exit` time-stamped.
+/// W1's root (the DSL version, `regression::Root`), with its
+/// `enter_epoch` and `exit` time-stamped.
+#[task(Regression::Root)]
 #[derive(Debug)]
-struct Timed {
-    inner: Regression,
-    probe: Option<Probe>,
+struct TimedRoot {
+    inner: Root,
+    probe: Probe,
 }
 
-impl Task for Timed {
-    fn init(&mut self, cx: &mut Context<'_>) {
-        self.inner.init(cx);
-    }
-    fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
-        if let Some(p) = &self.probe {
-            p.enters.lock().expect("stamps").push(Instant::now());
-        }
+impl RootHandlers for TimedRoot {
+    fn enter_epoch(&mut self, cx: &mut RootCx<'_>, epoch: Epoch) {
+        self.probe.enters.lock().expect("stamps").push(Instant::now());
         self.inner.enter_epoch(cx, epoch);
     }
-    fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
-        self.inner.data_ready(cx, data);
+    fn on_grad(&mut self, cx: &mut RootCx<'_>, from: TaskId, grad: Fetched<Grad>) {
+        self.inner.on_grad(cx, from, grad);
     }
-    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
-        self.inner.serve(cx, request);
+    fn serve_param(&mut self, cx: &mut RootCx<'_>, to: TaskId) -> Serve<Param> {
+        self.inner.serve_param(cx, to)
     }
-    fn meta_ready(&mut self, cx: &mut Context<'_>, from: TaskId, link: LinkType, meta: &[u8]) {
-        self.inner.meta_ready(cx, from, link, meta);
-    }
-    fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        self.inner.neighbour_failed(cx, link, task);
-    }
-    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        self.inner.neighbour_restarted(cx, link, task);
-    }
-    fn exit(&mut self, cx: &mut Context<'_>) {
-        if let Some(p) = &self.probe {
-            p.exit.lock().expect("stamps").push(Instant::now());
-        }
+    fn exit(&mut self, cx: &mut RootCx<'_>) {
+        self.probe.exit.lock().expect("stamps").push(Instant::now());
         self.inner.exit(cx);
     }
 }
@@ -148,14 +134,11 @@ pub fn w1_job(name: &str, size: usize, last_epoch: Epoch, probe: Probe) -> Job {
     let bytes = size * 4 + 1024;
     let mut limits = Limits::default();
     limits.max_bytes = limits.max_bytes.max(bytes * 2);
-    let factory = move |t: TaskId| {
-        Box::new(Timed { inner: Regression::new(size, last_epoch), probe: (t == 0).then(|| probe.clone()) }) as Box<dyn Task>
+    let make = RegressionTasks {
+        root: move |_| TimedRoot { inner: Root::new(size, last_epoch), probe: probe.clone() },
+        worker: move |_| Worker::new(size),
     };
-    Job::new(name, TASKS, Tree { tasks: TASKS }, factory)
-        .edge(PARAM)
-        .edge(GRAD)
-        .limits(limits)
-        .lease_ttl(W1_LEASE_TTL)
+    Regression::job(Tree { tasks: TASKS }, TASKS, make).named(name).limits(limits).lease_ttl(W1_LEASE_TTL)
 }
 
 /// What one W1 run under the framework took.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use taskgraph::local::TransportFaults;
 use taskgraph::prelude::*;
 use taskgraph_examples::regression::{self, Scenario};
+use taskgraph_examples::regression_by_hand;
 use taskgraph_tests::jobs;
 
 fn w1_values() -> Vec<(Epoch, String)> {
@@ -123,16 +124,16 @@ fn a_message_over_the_limit_fails_the_job_clearly() {
 
 struct BadTree;
 
-const LINKS: [LinkType; 2] = [regression::PARENT, regression::CHILDREN];
+const LINKS: [LinkType; 2] = [regression_by_hand::PARENT, regression_by_hand::CHILDREN];
 
 impl Topology for BadTree {
     fn links(&self) -> &[LinkType] {
         &LINKS
     }
     fn neighbours(&self, link: u32, task: TaskId, epoch: Epoch) -> Vec<TaskId> {
-        let good = regression::Tree { tasks: 7 }.neighbours(link, task, epoch);
+        let good = regression_by_hand::Tree { tasks: 7 }.neighbours(link, task, epoch);
         // From epoch 2 on, task 1 forgets its second child.
-        if link == regression::CHILDREN.id && task == 1 && epoch >= 2 {
+        if link == regression_by_hand::CHILDREN.id && task == 1 && epoch >= 2 {
             return good.into_iter().take(1).collect();
         }
         good
@@ -141,9 +142,9 @@ impl Topology for BadTree {
 
 #[test]
 fn an_inconsistent_topology_fails_the_job_naming_the_pair() {
-    let job = Job::new("bad", 7, BadTree, |_| Box::new(regression::Regression::new(1, 10)) as Box<dyn Task>)
-        .edge(regression::PARAM)
-        .edge(regression::GRAD);
+    let job = Job::new("bad", 7, BadTree, |_| Box::new(regression_by_hand::Regression::new(1, 10)) as Box<dyn Task>)
+        .edge(regression_by_hand::PARAM)
+        .edge(regression_by_hand::GRAD);
     let result = LocalCluster::new(job).run().unwrap();
     assert_eq!(
         result.status,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use taskgraph::graph::check_links;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Regression};
+use taskgraph_examples::regression;
+use taskgraph_examples::regression_by_hand::{self as by_hand, Regression};
 
 /// W1's binary tree, declared with the attribute.
 #[topology(parent <-> children)]
@@ -67,9 +68,9 @@ fn a_tree_is_a_topology_with_its_declared_links() {
     assert_eq!(summary(&tree), vec![(0, "parent", Some(1)), (1, "children", Some(0))]);
     assert_eq!(Tree::LINKS, [Tree::PARENT, Tree::CHILDREN]);
     // The same links as the hand-written W1 tree: its tasks use those.
-    assert_eq!(Tree::PARENT, regression::PARENT);
-    assert_eq!(Tree::CHILDREN, regression::CHILDREN);
-    let hand = regression::Tree { tasks: 7 };
+    assert_eq!(Tree::PARENT, by_hand::PARENT);
+    assert_eq!(Tree::CHILDREN, by_hand::CHILDREN);
+    let hand = by_hand::Tree { tasks: 7 };
     for e in 0..3 {
         for t in 0..7 {
             for l in Tree::LINKS {
@@ -108,8 +109,8 @@ fn a_ring_has_pairs_symmetric_and_one_way_links() {
 #[test]
 fn w1_runs_on_a_generated_tree() {
     let job = Job::new("w1-topology", 15, Tree { tasks: 15 }, |_| Box::new(Regression::new(1, 10)) as Box<dyn Task>)
-        .edge(regression::PARAM)
-        .edge(regression::GRAD)
+        .edge(by_hand::PARAM)
+        .edge(by_hand::GRAD)
         .lease_ttl(Duration::from_millis(300));
     let result = LocalCluster::new(job).spares(2).timeout(Duration::from_secs(120)).run().expect("the job runs");
     assert_eq!(result.status, JobStatus::Done, "{result:?}");

@@ -262,6 +262,7 @@ pub(crate) fn run_blocking(cfg: NodeConfig) -> crate::Result<NodeExit> {
 /// Runs a node on the current thread's `LocalSet` until it stops; other
 /// nodes may share the thread.
 pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
+    cfg.job.check()?;
     let keys = Keys::new(&cfg.job.name);
     let coord = cfg.coord.clone();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
