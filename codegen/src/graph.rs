@@ -536,7 +536,7 @@ pub fn emit(m: &Model) -> TokenStream {
     let role_ids: Vec<u32> = (0..m.roles.len() as u32).collect();
     let role_consts = m.roles.iter().zip(&role_ids).map(|(r, id)| {
         let name = &r.name;
-        let doc = format!(" Role `{name}`: tasks {}.", r.range.text());
+        let doc = format!(" Role `{name}`, of tasks `{}`.", r.range.text());
         quote! { #[doc = #doc] pub const #name: u32 = #id; }
     });
     let edge_consts = m.edges.iter().enumerate().map(|(i, e)| {
@@ -589,6 +589,8 @@ pub fn emit(m: &Model) -> TokenStream {
         quote!(<#path as ::taskgraph::__private::capnp::Named>::declare(&mut schema);)
     });
     let fid = file_id(&gs);
+    let schema_file = format!("{job_name}.capnp");
+    let schema_file_doc = format!(" `{schema_file}`, and returns its path.");
 
     // job(): one constructor per role.
     let fs: Vec<Ident> = (0..m.roles.len()).map(|i| format_ident!("__F{}", i)).collect();
@@ -596,7 +598,6 @@ pub fn emit(m: &Model) -> TokenStream {
     let fields: Vec<Ident> = m.roles.iter().map(|r| role_field(&r.name)).collect();
     let makers: Vec<Ident> = (0..m.roles.len()).map(|i| format_ident!("__make{}", i)).collect();
     let handler_traits: Vec<Ident> = m.roles.iter().map(|r| format_ident!("{}Handlers", r.name)).collect();
-    let cx_types: Vec<Ident> = m.roles.iter().map(|r| format_ident!("{}Cx", r.name)).collect();
     let field_docs = m.roles.iter().map(|r| format!(" Makes the task of each `{}` task id ({}).", r.name, r.range.text()));
     let arms = role_ids.iter().zip(&ts).zip(&makers).enumerate().map(|(i, ((id, t), mk))| {
         let pat = if i + 1 == m.roles.len() { quote!(_) } else { quote!(#id) };
@@ -668,6 +669,14 @@ pub fn emit(m: &Model) -> TokenStream {
                     #(#declares)*
                     schema.finish(#fid)
                 }
+
+                /// Writes [`capnp_schema`](Self::capnp_schema) to `dir` as
+                #[doc = #schema_file_doc]
+                pub fn write_capnp_schema(dir: impl ::core::convert::AsRef<::std::path::Path>) -> ::std::io::Result<::std::path::PathBuf> {
+                    let path = dir.as_ref().join(#schema_file);
+                    ::std::fs::write(&path, Self::capnp_schema())?;
+                    ::std::result::Result::Ok(path)
+                }
             }
 
             impl ::taskgraph::dsl::Graph for #g {
@@ -687,8 +696,6 @@ pub fn emit(m: &Model) -> TokenStream {
             };
             // The link ids are checked where they are used: in SPEC.
             const _: &::taskgraph::dsl::GraphSpec = <#g as ::taskgraph::dsl::Graph>::SPEC;
-            #[allow(dead_code)]
-            fn __cx_types(#(_: #cx_types<'_>),*) {}
         };
     }
 }

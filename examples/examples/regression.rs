@@ -4,6 +4,9 @@
 //! ```sh
 //! cargo run --release --example regression
 //! cargo run --release --example regression -- --size 1000000 --fail f1,f2,f3 --seed 7
+//! cargo run --release --example regression -- --graph 0          # the graph at epoch 0, as Mermaid
+//! cargo run --release --example regression -- --graph 0 --dot    # ... as Graphviz DOT
+//! cargo run --release --example regression -- --schema           # the messages as a .capnp file
 //! ```
 
 // Big message buffers: see the workspace Cargo.toml on why mimalloc.
@@ -12,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Scenario};
+use taskgraph_examples::regression::{self, Regression, Scenario, Tree};
 
 #[derive(Parser, Debug)]
 #[command(about = "W1: tree regression over 15 tasks (root values 105 * epoch)")]
@@ -35,6 +38,15 @@ struct Args {
     /// Seed of the random failures.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Print the graph at this epoch (Mermaid; DOT with `--dot`) and exit.
+    #[arg(long, value_name = "EPOCH")]
+    graph: Option<u64>,
+    /// With `--graph`: print Graphviz DOT instead of Mermaid.
+    #[arg(long, requires = "graph")]
+    dot: bool,
+    /// Print the graph's messages as a Cap'n Proto schema and exit.
+    #[arg(long)]
+    schema: bool,
     /// Run as one node process of a job on this etcd (comma-separated
     /// endpoints) instead of the whole job in this process; `taskgraph
     /// launch` starts node processes this way. Needs `--features etcd`.
@@ -63,6 +75,15 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let args = Args::parse();
+    if let Some(epoch) = args.graph {
+        let picture = Regression::graph(&Tree { tasks: args.tasks }, args.tasks, epoch);
+        print!("{}", if args.dot { picture.to_dot() } else { picture.to_mermaid() });
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.schema {
+        print!("{}", Regression::capnp_schema());
+        return std::process::ExitCode::SUCCESS;
+    }
     if let (Some(etcd), Some(job), Some(node_id)) = (&args.etcd, &args.job, args.node_id) {
         let node = taskgraph::launch::NodeArgs { etcd: etcd.clone(), job: job.clone(), node_id, task: args.task };
         return run_node(&node, &args);

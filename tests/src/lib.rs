@@ -8,6 +8,7 @@ pub mod bench_support;
 pub mod capnp_tool;
 pub mod chaos;
 pub mod etcd;
+pub mod golden;
 pub mod jobs;
 
 /// A small nested message.

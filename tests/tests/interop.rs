@@ -28,6 +28,7 @@ use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use everything_capnp::{everything, inner, shape};
 use taskgraph::message::Message;
 use taskgraph_tests::capnp_tool::{compile_to_capnp, TempDir};
+use taskgraph_tests::golden::diff;
 use taskgraph_tests::{Color, Everything, Inner, Shape, Tensor};
 
 // ---------------------------------------------------------------------------
@@ -245,55 +246,6 @@ fn read_shape(r: shape::Reader<'_>) -> Shape {
 // ---------------------------------------------------------------------------
 // The golden schema.
 
-/// A line diff (longest common subsequence), `-` for the checked-in file
-/// and `+` for the current output, with two lines of context.
-fn diff(old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let mut ops: Vec<(char, &str)> = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let near_change = |k: usize| {
-        let lo = k.saturating_sub(2);
-        let hi = (k + 2).min(ops.len() - 1);
-        ops[lo..=hi].iter().any(|(op, _)| *op != ' ')
-    };
-    let mut out = String::new();
-    let mut skipped = false;
-    for (k, (op, line)) in ops.iter().enumerate() {
-        if near_change(k) {
-            if skipped {
-                out.push_str("  ...\n");
-                skipped = false;
-            }
-            out.push_str(&format!("{op} {line}\n"));
-        } else {
-            skipped = true;
-        }
-    }
-    if old.ends_with('\n') != new.ends_with('\n') {
-        out.push_str("(the files differ in their final newline)\n");
-    }
-    out
-}
 
 fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")
@@ -335,11 +287,6 @@ fn schema_is_checked_in() {
     );
 }
 
-#[test]
-fn diff_shows_changed_lines() {
-    let d = diff("a\nb\nc\n", "a\nB\nc\nd\n");
-    assert_eq!(d, "  a\n- b\n+ B\n  c\n+ d\n");
-}
 
 // ---------------------------------------------------------------------------
 // derive → capnpc.
