@@ -12,5 +12,7 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("ui/message/*.rs");
     t.compile_fail("ui/topology/*.rs");
+    t.compile_fail("ui/graph/*.rs");
+    t.compile_fail("ui/task/*.rs");
     t.pass("ui/pass/*.rs");
 }
