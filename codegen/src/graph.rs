@@ -44,6 +44,10 @@
 //!   `Message`, every link exists (a const evaluation that fails naming
 //!   the topology's links, at the link's token).
 //!
+//! The per-role names (`WorkerHandlers`, `WorkerCx`) live in the
+//! caller's module: two graphs with a role of the same name need a module
+//! each.
+//!
 //! Pipeline: [`parse`] → [`check`] → [`emit`], collecting every problem in
 //! a [`Diagnostics`]. With errors, the expansion still declares the
 //! struct, the traits and the contexts (every handler with a default
@@ -257,11 +261,6 @@ fn parse_range(s: ParseStream<'_>) -> syn::Result<Range> {
     } else {
         Some(first.checked_add(1).ok_or_else(|| syn::Error::new(lit.span(), "task ids are u64"))?)
     };
-    if let Some(e) = end {
-        if e <= first {
-            return Err(syn::Error::new_spanned(&tokens, format!("the task ids `{}` are empty", tokens)));
-        }
-    }
     Ok(Range { first, end, tokens })
 }
 
@@ -463,7 +462,20 @@ pub fn check(decl: Decl, diag: &mut Diagnostics) -> Model {
 
 /// The ranges, by first task id, must cover `0, 1, 2, ...` once each.
 fn check_ranges(roles: &[Role], diag: &mut Diagnostics) {
-    let mut sorted: Vec<&Role> = roles.iter().collect();
+    let mut empty = false;
+    for r in roles.iter().filter(|r| r.range.end.is_some_and(|end| end <= r.range.first)) {
+        empty = true;
+        let first = r.range.first;
+        diag.error_at(
+            &r.range.tokens,
+            format!(
+                "the task ids `{}` are empty: a role needs at least one task (`{first}`, `{first}..{}` or `{first}..={first}` for task {first})",
+                r.range.text(),
+                first + 1
+            ),
+        );
+    }
+    let mut sorted: Vec<&Role> = roles.iter().filter(|r| r.range.end.is_none_or(|end| end > r.range.first)).collect();
     sorted.sort_by_key(|r| r.range.first);
     let mut next = 0u64;
     let mut prev: Option<&Role> = None;
@@ -486,7 +498,8 @@ fn check_ranges(roles: &[Role], diag: &mut Diagnostics) {
                 continue;
             }
         }
-        if r.range.first > next {
+        // (With an empty range, a gap is what it was meant to cover.)
+        if r.range.first > next && !empty {
             let gap = Range { first: next, end: Some(r.range.first), tokens: TokenStream::new() };
             diag.error_at(
                 &r.range.tokens,
@@ -551,12 +564,25 @@ pub fn emit(m: &Model) -> TokenStream {
         let ids = rs.iter().map(|&r| r as u32);
         quote!(&[#(#ids),*])
     };
+    // A link's id in the spec (never failing there), and a check of each
+    // link named, spanned at the name: an unknown one is one error there,
+    // listing the topology's links.
     let link_id = |link: &Ident| {
         let name = link.to_string();
-        quote_spanned! {link.span()=>
-            #p::link_id(<#topo as ::taskgraph::dsl::LinkSet>::LINKS, #name, <#topo as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK)
-        }
+        quote!(#p::link_index(<#topo as ::taskgraph::dsl::LinkSet>::LINKS, #name))
     };
+    let link_checks = m.edges.iter().map(|e| &e.link).chain(m.flags.iter().map(|f| &f.link)).map(|link| {
+        let name = link.to_string();
+        let span = link.span();
+        let graph = Ident::new(&g.to_string(), span);
+        quote_spanned! {span=>
+            const _: u32 = ::taskgraph::__private::dsl::link_id(
+                <<#graph as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::LINKS,
+                #name,
+                <<#graph as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK,
+            );
+        }
+    });
     let role_specs = m.roles.iter().map(|r| {
         let name = r.name.to_string();
         let first = r.range.first;
@@ -589,6 +615,16 @@ pub fn emit(m: &Model) -> TokenStream {
         quote!(<#path as ::taskgraph::__private::capnp::Named>::declare(&mut schema);)
     });
     let fid = file_id(&gs);
+    // `for<'a>` keeps rustc from rejecting the bound where it is written
+    // when a type is not a message: the one error is `assert_message`'s.
+    let all_messages_bound: Vec<TokenStream> = m
+        .messages
+        .iter()
+        .map(|msg| {
+            let path = &msg.path;
+            quote!(for<'__a> #path: ::taskgraph::Message,)
+        })
+        .collect();
     let schema_file = format!("{job_name}.capnp");
     let schema_file_doc = format!(" `{schema_file}`, and returns its path.");
 
@@ -644,6 +680,7 @@ pub fn emit(m: &Model) -> TokenStream {
                 pub fn job<#(#fs, #ts),*>(topology: #topo, tasks: u64, make: #tasks_struct<#(#fs),*>) -> ::taskgraph::Job
                 where
                     #(#job_where)*
+                    #(#all_messages_bound)*
                 {
                     let #tasks_struct { #(#fields: #makers),* } = make;
                     #p::job::<#g>(topology, tasks, move |task, role| match role {
@@ -664,7 +701,10 @@ pub fn emit(m: &Model) -> TokenStream {
 
                 /// One `.capnp` file declaring every message type of this graph, for
                 /// programs in other languages.
-                pub fn capnp_schema() -> ::std::string::String {
+                pub fn capnp_schema() -> ::std::string::String
+                where
+                    #(#all_messages_bound)*
+                {
                     let mut schema = ::taskgraph::__private::capnp::Schema::default();
                     #(#declares)*
                     schema.finish(#fid)
@@ -672,7 +712,10 @@ pub fn emit(m: &Model) -> TokenStream {
 
                 /// Writes [`capnp_schema`](Self::capnp_schema) to `dir` as
                 #[doc = #schema_file_doc]
-                pub fn write_capnp_schema(dir: impl ::core::convert::AsRef<::std::path::Path>) -> ::std::io::Result<::std::path::PathBuf> {
+                pub fn write_capnp_schema(dir: impl ::core::convert::AsRef<::std::path::Path>) -> ::std::io::Result<::std::path::PathBuf>
+                where
+                    #(#all_messages_bound)*
+                {
                     let path = dir.as_ref().join(#schema_file);
                     ::std::fs::write(&path, Self::capnp_schema())?;
                     ::std::result::Result::Ok(path)
@@ -694,8 +737,7 @@ pub fn emit(m: &Model) -> TokenStream {
             const _: () = {
                 #(#message_checks)*
             };
-            // The link ids are checked where they are used: in SPEC.
-            const _: &::taskgraph::dsl::GraphSpec = <#g as ::taskgraph::dsl::Graph>::SPEC;
+            #(#link_checks)*
         };
     }
 }
@@ -707,8 +749,8 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
     let role = &m.roles[r];
     let rn = &role.name;
     let id = r as u32;
-    let handlers = format_ident!("{}Handlers", rn);
-    let cx = format_ident!("{}Cx", rn);
+    let handlers = format_ident!("{}Handlers", rn, span = rn.span());
+    let cx = format_ident!("{}Cx", rn, span = rn.span());
     let p = quote!(::taskgraph::__private::dsl);
     let lenient = m.lenient;
     let body = |default: TokenStream| if lenient { quote!({ #default }) } else { quote!(;) };
@@ -718,6 +760,16 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
     let sends: Vec<(usize, &Flag)> = m.flags.iter().enumerate().filter(|(_, f)| f.senders.contains(&r)).collect();
     let takes: Vec<(usize, &Flag)> = m.flags.iter().enumerate().filter(|(_, f)| f.receivers.contains(&r)).collect();
     let roles_text = |rs: &[usize]| list(rs.iter().map(|&i| m.roles[i].name.to_string()));
+    let mut used: Vec<usize> = fetches.iter().chain(&serves).map(|(_, e)| e.message).collect();
+    used.sort_unstable();
+    used.dedup();
+    let bounds: Vec<TokenStream> = used
+        .iter()
+        .map(|&i| {
+            let path = &m.messages[i].path;
+            quote!(for<'__a> #path: ::taskgraph::Message,)
+        })
+        .collect();
 
     let mut required: Vec<String> = vec!["enter_epoch".into()];
     let mut methods = Vec::new();
@@ -740,7 +792,8 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
         );
         required.push(on.to_string());
         let b = body(quote!(let _ = (cx, from, #arg);));
-        methods.push(quote! {
+        let span = e.written.span();
+        methods.push(quote_spanned! {span=>
             #[doc = #doc]
             fn #on(&mut self, cx: &mut #cx<'_>, from: ::taskgraph::TaskId, #arg: ::taskgraph::dsl::Fetched<#ty>) #b
         });
@@ -785,7 +838,8 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
         );
         required.push(serve.to_string());
         let b = body(quote!(let _ = (cx, to); ::taskgraph::dsl::Serve::later()));
-        methods.push(quote! {
+        let span = e.written.span();
+        methods.push(quote_spanned! {span=>
             #[doc = #doc]
             fn #serve(&mut self, cx: &mut #cx<'_>, to: ::taskgraph::TaskId) -> ::taskgraph::dsl::Serve<#ty> #b
         });
@@ -835,7 +889,8 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
         let doc = format!(" Task `from` (a {}) flagged this task `{}`, with `meta`.", roles_text(&f.senders), f.name);
         required.push(on.to_string());
         let b = body(quote!(let _ = (cx, from, meta);));
-        methods.push(quote! {
+        let span = f.name.span();
+        methods.push(quote_spanned! {span=>
             #[doc = #doc]
             fn #on(&mut self, cx: &mut #cx<'_>, from: ::taskgraph::TaskId, meta: &[u8]) #b
         });
@@ -904,13 +959,18 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
             }
         }
 
-        #[allow(clippy::needless_lifetimes)]
-        impl #cx<'_> {
+        impl #cx<'_>
+        where
+            #(#bounds)*
+        {
             #(#cx_methods)*
         }
 
         const _: () = {
-            impl<T: #handlers> #p::Dispatch<T, #id> for #g {
+            impl<T: #handlers> #p::Dispatch<T, #id> for #g
+            where
+                #(#bounds)*
+            {
                 fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
                     T::init(task, &mut #cx(cx))
                 }
@@ -1057,7 +1117,10 @@ mod tests {
             role B = 5..7;
         }));
         assert_eq!(e, vec!["the tasks of role `B` (5..7) overlap those of role `A` (0..): each task has one role"]);
-        assert_eq!(errors(graph(quote!(role A = 3..3; role B = 0..;))), vec!["the task ids `3 .. 3` are empty"]);
+        assert_eq!(
+            errors(graph(quote!(role B = 0..3; role A = 3..3; role C = 3..;))),
+            vec!["the task ids `3..3` are empty: a role needs at least one task (`3`, `3..4` or `3..=3` for task 3)"]
+        );
         assert_eq!(errors(graph(quote!(role A = 0..2; role B = 2; role C = 3..=9;))), Vec::<String>::new());
     }
 

@@ -19,7 +19,8 @@
 //! struct `Regression`", with the similar name it has.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 use syn::punctuated::Punctuated;
 use syn::{Path, Token};
 
@@ -76,12 +77,16 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> (TokenStream, Option<Stri
         };
         if let Some(s) = &strukt {
             let ident = &s.ident;
+            // The role as a const argument, at the user's path; the check
+            // that the struct does the role's work, at the struct's name.
+            let role = quote_spanned! {path.span()=> { #path } };
+            let at_struct = respan(graph.clone(), ident.span());
             let check = quote_spanned! {ident.span()=>
-                ::taskgraph::__private::dsl::assert_bound::<#graph, #ident, { #path }>()
+                ::taskgraph::__private::dsl::assert_bound::<#at_struct, #ident, #role>()
             };
             binds.push(quote! {
                 #[automatically_derived]
-                impl ::taskgraph::__private::dsl::BoundTo<#graph, { #path }> for #ident {}
+                impl ::taskgraph::__private::dsl::BoundTo<#graph, #role> for #ident {}
                 const _: () = #check;
             });
         }
@@ -95,6 +100,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> (TokenStream, Option<Stri
         #errors
     };
     (out, name)
+}
+
+/// `path` with every token at `span`.
+fn respan(path: Path, span: Span) -> Path {
+    let tokens: TokenStream = path
+        .to_token_stream()
+        .into_iter()
+        .map(|mut t| {
+            t.set_span(span);
+            t
+        })
+        .collect();
+    syn::parse2(tokens).unwrap_or(path)
 }
 
 fn item_head(item: &syn::Item) -> TokenStream {

@@ -390,7 +390,7 @@ pub fn emit(item: &syn::ItemStruct, links: &[Link], complete: bool) -> TokenStre
         names.join(", ")
     );
 
-    let unknown = format!("`{owner}` has no link of that name: its links are {}", names.join(", "));
+    let unknown = format!("no such link in `{owner}`: its links are {}", names.join(", "));
     let link_expr = |l: &Link| {
         let (id, name) = (l.id, l.name.to_string());
         match l.inverse {

@@ -376,9 +376,9 @@ impl<'a> TaskCx<'a> {
         }
     }
 
-    fn fetch_all<M: Message>(&mut self, edge: Edge<M>) -> usize {
+    fn fetch_all<M>(&mut self, edge: Edge<M>) -> usize {
         let Some(spec) = self.spec.edges.get(edge.id as usize) else { return 0 };
-        let link = self.spec.links[spec.link as usize];
+        let Some(&link) = self.spec.links.get(spec.link as usize) else { return 0 };
         let neighbours = self.neighbours(link);
         for &n in &neighbours {
             if !self.check_source(spec, n) {
@@ -386,14 +386,14 @@ impl<'a> TaskCx<'a> {
             }
         }
         for &n in &neighbours {
-            self.cx.fetch(edge, n);
+            self.cx.actions.push(crate::task::Action::Fetch { edge: edge.id, to: n });
         }
         neighbours.len()
     }
 
-    fn fetch_from<M: Message>(&mut self, edge: Edge<M>, from: TaskId) -> bool {
+    fn fetch_from<M>(&mut self, edge: Edge<M>, from: TaskId) -> bool {
         let Some(spec) = self.spec.edges.get(edge.id as usize) else { return false };
-        let link = self.spec.links[spec.link as usize];
+        let Some(&link) = self.spec.links.get(spec.link as usize) else { return false };
         let neighbours = self.neighbours(link);
         if !neighbours.contains(&from) {
             let why = format!(
@@ -409,7 +409,7 @@ impl<'a> TaskCx<'a> {
         if !self.check_source(spec, from) {
             return false;
         }
-        self.cx.fetch(edge, from);
+        self.cx.actions.push(crate::task::Action::Fetch { edge: edge.id, to: from });
         true
     }
 
@@ -442,7 +442,7 @@ impl<'a> TaskCx<'a> {
 
     fn flag(&mut self, flag: u32, meta: &[u8]) -> usize {
         let Some(spec) = self.spec.flags.get(flag as usize) else { return 0 };
-        let link = self.spec.links[spec.link as usize];
+        let Some(&link) = self.spec.links.get(spec.link as usize) else { return 0 };
         let neighbours = self.neighbours(link);
         for &n in &neighbours {
             if !self.spec.role_of(n).is_some_and(|r| spec.receivers.contains(&r)) {
@@ -487,6 +487,19 @@ pub mod private {
         panic!("{}", unknown)
     }
 
+    /// The id of the link named `name` among `links`, or `u32::MAX` (a
+    /// spec's link ids; the names are checked with [`link_id`]).
+    pub const fn link_index(links: &[LinkType], name: &str) -> u32 {
+        let mut i = 0;
+        while i < links.len() {
+            if str_eq(links[i].name, name) {
+                return i as u32;
+            }
+            i += 1;
+        }
+        u32::MAX
+    }
+
     const fn str_eq(a: &str, b: &str) -> bool {
         let (a, b) = (a.as_bytes(), b.as_bytes());
         if a.len() != b.len() {
@@ -511,9 +524,9 @@ pub mod private {
 
     /// A struct bound to role `R` of graph `G` by `#[task]`.
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not bound to this role of `{G}`",
-        label = "this type has no `#[task(...)]` for the role",
-        note = "put `#[task(Graph::Role)]` on the struct that does the role's work"
+        message = "`{Self}` makes tasks of a role of `{G}` without being bound to it",
+        label = "a role's constructor returns a type with no `#[task({G}::<Role>)]` for that role",
+        note = "the role is the field of the graph's tasks struct this constructor fills: bind the struct with `#[task({G}::<Role>)]`"
     )]
     pub trait BoundTo<G, const R: u32> {}
 
@@ -622,12 +635,12 @@ pub mod private {
     }
 
     /// `fetch_<edge>()`: fetches from every neighbour over the edge's link.
-    pub fn fetch_all<M: Message>(cx: &mut TaskCx<'_>, edge: Edge<M>) -> usize {
+    pub fn fetch_all<M>(cx: &mut TaskCx<'_>, edge: Edge<M>) -> usize {
         cx.fetch_all(edge)
     }
 
     /// `fetch_<edge>_from(task)`.
-    pub fn fetch_from<M: Message>(cx: &mut TaskCx<'_>, edge: Edge<M>, from: TaskId) -> bool {
+    pub fn fetch_from<M>(cx: &mut TaskCx<'_>, edge: Edge<M>, from: TaskId) -> bool {
         cx.fetch_from(edge, from)
     }
 

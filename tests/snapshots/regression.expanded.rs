@@ -81,8 +81,11 @@ impl ::core::fmt::Debug for RootCx<'_> {
         self.0.fmt(f)
     }
 }
-#[allow(clippy::needless_lifetimes)]
-impl RootCx<'_> {
+impl RootCx<'_>
+where
+    for<'__a> Param: ::taskgraph::Message,
+    for<'__a> Grad: ::taskgraph::Message,
+{
     /// Fetches `Grad` (edge `grad`) from every `children` neighbour at this epoch; `on_grad` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_grad(&mut self) -> usize {
         ::taskgraph::__private::dsl::fetch_all(&mut self.0, Regression::GRAD)
@@ -110,7 +113,11 @@ impl RootCx<'_> {
     }
 }
 const _: () = {
-    impl<T: RootHandlers> ::taskgraph::__private::dsl::Dispatch<T, 0u32> for Regression {
+    impl<T: RootHandlers> ::taskgraph::__private::dsl::Dispatch<T, 0u32> for Regression
+    where
+        for<'__a> Param: ::taskgraph::Message,
+        for<'__a> Grad: ::taskgraph::Message,
+    {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut RootCx(cx))
         }
@@ -276,8 +283,11 @@ impl ::core::fmt::Debug for WorkerCx<'_> {
         self.0.fmt(f)
     }
 }
-#[allow(clippy::needless_lifetimes)]
-impl WorkerCx<'_> {
+impl WorkerCx<'_>
+where
+    for<'__a> Param: ::taskgraph::Message,
+    for<'__a> Grad: ::taskgraph::Message,
+{
     /// Fetches `Param` (edge `param`) from every `parent` neighbour at this epoch; `on_param` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_param(&mut self) -> usize {
         ::taskgraph::__private::dsl::fetch_all(&mut self.0, Regression::PARAM)
@@ -330,8 +340,11 @@ impl WorkerCx<'_> {
     }
 }
 const _: () = {
-    impl<T: WorkerHandlers> ::taskgraph::__private::dsl::Dispatch<T, 1u32>
-    for Regression {
+    impl<T: WorkerHandlers> ::taskgraph::__private::dsl::Dispatch<T, 1u32> for Regression
+    where
+        for<'__a> Param: ::taskgraph::Message,
+        for<'__a> Grad: ::taskgraph::Message,
+    {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut WorkerCx(cx))
         }
@@ -464,6 +477,8 @@ const _: () = {
                 + ::core::marker::Sync + 'static,
             __T1: ::taskgraph::__private::dsl::BoundTo<Regression, 1u32>
                 + WorkerHandlers,
+            for<'__a> Param: ::taskgraph::Message,
+            for<'__a> Grad: ::taskgraph::Message,
         {
             let RegressionTasks { root: __make0, worker: __make1 } = make;
             ::taskgraph::__private::dsl::job::<
@@ -504,7 +519,11 @@ const _: () = {
         }
         /// One `.capnp` file declaring every message type of this graph, for
         /// programs in other languages.
-        pub fn capnp_schema() -> ::std::string::String {
+        pub fn capnp_schema() -> ::std::string::String
+        where
+            for<'__a> Param: ::taskgraph::Message,
+            for<'__a> Grad: ::taskgraph::Message,
+        {
             let mut schema = ::taskgraph::__private::capnp::Schema::default();
             <Param as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
             <Grad as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
@@ -514,7 +533,11 @@ const _: () = {
         /// `regression.capnp`, and returns its path.
         pub fn write_capnp_schema(
             dir: impl ::core::convert::AsRef<::std::path::Path>,
-        ) -> ::std::io::Result<::std::path::PathBuf> {
+        ) -> ::std::io::Result<::std::path::PathBuf>
+        where
+            for<'__a> Param: ::taskgraph::Message,
+            for<'__a> Grad: ::taskgraph::Message,
+        {
             let path = dir.as_ref().join("regression.capnp");
             ::std::fs::write(&path, Self::capnp_schema())?;
             ::std::result::Result::Ok(path)
@@ -540,10 +563,9 @@ const _: () = {
                 ::taskgraph::dsl::EdgeSpec {
                     name: "param",
                     message: "Param",
-                    link: ::taskgraph::__private::dsl::link_id(
+                    link: ::taskgraph::__private::dsl::link_index(
                         <Tree as ::taskgraph::dsl::LinkSet>::LINKS,
                         "parent",
-                        <Tree as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK,
                     ),
                     fetchers: &[1u32],
                     sources: &[0u32, 1u32],
@@ -551,10 +573,9 @@ const _: () = {
                 ::taskgraph::dsl::EdgeSpec {
                     name: "grad",
                     message: "Grad",
-                    link: ::taskgraph::__private::dsl::link_id(
+                    link: ::taskgraph::__private::dsl::link_index(
                         <Tree as ::taskgraph::dsl::LinkSet>::LINKS,
                         "children",
-                        <Tree as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK,
                     ),
                     fetchers: &[0u32, 1u32],
                     sources: &[1u32],
@@ -569,5 +590,14 @@ const _: () = {
         ::taskgraph::__private::dsl::assert_message::<Param>();
         ::taskgraph::__private::dsl::assert_message::<Grad>();
     };
-    const _: &::taskgraph::dsl::GraphSpec = <Regression as ::taskgraph::dsl::Graph>::SPEC;
+    const _: u32 = ::taskgraph::__private::dsl::link_id(
+        <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::LINKS,
+        "parent",
+        <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK,
+    );
+    const _: u32 = ::taskgraph::__private::dsl::link_id(
+        <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::LINKS,
+        "children",
+        <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::UNKNOWN_LINK,
+    );
 };
