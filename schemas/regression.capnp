@@ -8,3 +8,7 @@ struct Param @0xaa666ac22e9a9bc9 {
 struct Grad @0x85920bcafd6d71b4 {
   values @0 :List(Float32);
 }
+
+struct Progress @0xff67e51890c624b1 {
+  epochs @0 :List(UInt32);
+}

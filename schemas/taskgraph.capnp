@@ -29,6 +29,13 @@ interface Node {
 
   ping @3 () -> (info :NodeInfo);
   # What this node is and does right now.
+
+  replicate @4 (batch :Replication) -> (status :Status, applied :UInt64);
+  # From a task's primary to one of its backups: the next entries of the
+  # task's replication stream, in order. Answered once the backup has
+  # applied them (the primary waits for that before anything it did
+  # becomes visible to other tasks), with the position the backup has
+  # applied up to (the primary resends from there if they disagree).
 }
 
 struct FetchRequest {
@@ -79,6 +86,30 @@ struct MetaFlag {
   link @4 :UInt32;           # the link type it travels over (from the receiver's side)
   meta @5 :Data;             # small, application-defined
   term @6 :UInt64;           # the sender's term
+}
+
+struct Replication {
+  job @0 :Text;
+  task @1 :UInt64;
+  term @2 :UInt64;           # the sending primary's term
+  first @3 :UInt64;          # the stream position of the first entry (from 1)
+  entries @4 :List(ReplicaEntry);
+  end @5 :UInt64;            # the position the stream has reached on the primary
+}
+
+struct ReplicaEntry {
+  union {
+    start @0 :Void;          # the stream starts: from the task's initial state
+    snapshot @1 :Data;       # the task's whole state, replacing all before it
+    update @2 :Data;         # an update the primary's task made
+    served :group {          # a reply the primary released (or part of one)
+      epoch @3 :UInt64;
+      edge @4 :UInt32;
+      requester @5 :UInt64;
+      part @6 :Data;
+      last @7 :Bool;         # the reply's last part
+    }
+  }
 }
 
 struct NodeInfo {

@@ -78,7 +78,7 @@ pub struct Decl {
 #[derive(Debug)]
 enum Stmt {
     Messages(Vec<Path>),
-    Role { name: Ident, range: Range },
+    Role { name: Ident, range: Range, replicated: Option<Ident> },
     Edge { fetchers: Vec<Ident>, message: Ident, link: Ident, sources: Vec<Ident>, alias: Option<Ident> },
     Flag { senders: Vec<Ident>, name: Ident, link: Ident, receivers: Vec<Ident> },
 }
@@ -171,8 +171,22 @@ fn parse_stmt(s: ParseStream<'_>) -> syn::Result<Stmt> {
         let name: Ident = s.parse()?;
         s.parse::<Token![=]>().map_err(|e| syn::Error::new(e.span(), "expected `=` and the role's task ids: `role Worker = 1..;`"))?;
         let range = parse_range(s)?;
+        let replicated = if s.peek(syn::Ident) {
+            let kw: Ident = s.parse()?;
+            if kw != "replicated" {
+                return Err(syn::Error::new(kw.span(), "expected `;`, or `replicated(Update)` for a role whose tasks have hot backups"));
+            }
+            let inner;
+            syn::parenthesized!(inner in s);
+            let update: Ident = inner.parse().map_err(|e| {
+                syn::Error::new(e.span(), "expected the role's update message: `replicated(Update)` (one of the graph's `messages`)")
+            })?;
+            Some(update)
+        } else {
+            None
+        };
         end(s)?;
-        return Ok(Stmt::Role { name, range });
+        return Ok(Stmt::Role { name, range, replicated });
     }
     let mut roles = vec![first];
     while s.peek(Token![|]) {
@@ -291,6 +305,9 @@ struct Message {
 struct Role {
     name: Ident,
     range: Range,
+    /// The update message (an index into the messages) of a replicated
+    /// role.
+    replicated: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -346,7 +363,7 @@ pub fn check(decl: Decl, diag: &mut Diagnostics) -> Model {
                     messages.push(Message { path: p.clone(), name });
                 }
             }
-            Stmt::Role { name, range } => {
+            Stmt::Role { name, range, .. } => {
                 let s = name.to_string();
                 if !is_camel_case(&s) {
                     diag.error(
@@ -358,7 +375,7 @@ pub fn check(decl: Decl, diag: &mut Diagnostics) -> Model {
                     diag.error(name.span(), format!("role `{name}` is declared twice"));
                     continue;
                 }
-                roles.push(Role { name: name.clone(), range: range.clone() });
+                roles.push(Role { name: name.clone(), range: range.clone(), replicated: None });
             }
             _ => {}
         }
@@ -370,6 +387,24 @@ pub fn check(decl: Decl, diag: &mut Diagnostics) -> Model {
         diag.error(decl.name.span(), format!("graph `{}` has no roles: declare at least one, e.g. `role Worker = 0..;`", decl.name));
     }
     check_ranges(&roles, diag);
+    for stmt in &decl.stmts {
+        let Stmt::Role { name, replicated: Some(update), .. } = stmt else { continue };
+        match messages.iter().position(|m| m.name == *update) {
+            Some(i) => {
+                if let Some(r) = roles.iter_mut().find(|r| r.name == *name) {
+                    r.replicated = Some(i);
+                }
+            }
+            None => diag.error(
+                update.span(),
+                format!(
+                    "unknown message `{update}`: the messages of `{}` are {} (add it to `messages`)",
+                    decl.name,
+                    list(messages.iter().map(|m| m.name.to_string()))
+                ),
+            ),
+        }
+    }
 
     let role_names = || list(roles.iter().map(|r| r.name.to_string()));
     let find_roles = |set: &[Ident], diag: &mut Diagnostics| -> Vec<usize> {
@@ -760,7 +795,7 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
     let sends: Vec<(usize, &Flag)> = m.flags.iter().enumerate().filter(|(_, f)| f.senders.contains(&r)).collect();
     let takes: Vec<(usize, &Flag)> = m.flags.iter().enumerate().filter(|(_, f)| f.receivers.contains(&r)).collect();
     let roles_text = |rs: &[usize]| list(rs.iter().map(|&i| m.roles[i].name.to_string()));
-    let mut used: Vec<usize> = fetches.iter().chain(&serves).map(|(_, e)| e.message).collect();
+    let mut used: Vec<usize> = fetches.iter().chain(&serves).map(|(_, e)| e.message).chain(role.replicated).collect();
     used.sort_unstable();
     used.dedup();
     let bounds: Vec<TokenStream> = used
@@ -898,6 +933,56 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
         flag_arms.push(quote!(#i => T::#on(task, &mut cx, from, meta),));
     }
 
+    let mut replication_dispatch = TokenStream::new();
+    if let Some(u) = role.replicated {
+        let ty = &m.messages[u].path;
+        let span = m.messages[u].name.span();
+        required.extend(["became_primary".to_string(), "became_backup".to_string(), "apply_update".to_string()]);
+        let b_primary = body(quote!(let _ = (cx, term);));
+        let b_backup = body(quote!(let _ = cx;));
+        let b_apply = body(quote!(let _ = (cx, update);));
+        methods.push(quote_spanned! {span=>
+            /// This node is now the task's primary, with `term`: at the start, or taking
+            /// over from a dead primary with the state its updates built (the role is
+            /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
+            /// from that state.
+            fn became_primary(&mut self, cx: &mut #cx<'_>, term: u64) #b_primary
+            /// This node holds the task as a hot backup: it applies the primary's updates
+            /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
+            fn became_backup(&mut self, cx: &mut #cx<'_>) #b_backup
+            /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
+            fn apply_update(&mut self, cx: &mut #cx<'_>, update: #ty) #b_apply
+            /// The task's whole state as one update, for a backup that joins late
+            /// (`None`: the primary keeps every update and replays them instead).
+            fn snapshot(&self) -> ::core::option::Option<#ty> {
+                ::core::option::Option::None
+            }
+        });
+        cx_methods.push(quote! {
+            /// Sends `update` to this task's backups, which apply it in `apply_update`, in
+            /// order; it reaches them before anything this task does next becomes visible
+            /// to other tasks (a reply, a flag, a record, an epoch advance).
+            pub fn replicate(&mut self, update: &#ty) {
+                #p::replicate(&mut self.0, update)
+            }
+        });
+        replication_dispatch = quote! {
+            fn became_primary(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, term: u64) {
+                T::became_primary(task, &mut #cx(cx), term)
+            }
+            fn became_backup(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
+                T::became_backup(task, &mut #cx(cx))
+            }
+            fn apply_update(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, update: &[u8]) {
+                let update = #p::update::<#ty>(update);
+                T::apply_update(task, &mut #cx(cx), update)
+            }
+            fn snapshot(task: &T) -> ::core::option::Option<::std::vec::Vec<u8>> {
+                T::snapshot(task).map(|s| ::taskgraph::Message::encode(&s))
+            }
+        };
+    }
+
     let gs = g.to_string();
     let trait_doc = format!(
         " The handlers of `{rn}` tasks (tasks {}) of graph `{gs}`, generated by `taskgraph!` from the role's edges: \
@@ -929,9 +1014,10 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
             fn neighbour_failed(&mut self, cx: &mut #cx<'_>, link: ::taskgraph::LinkType, task: ::taskgraph::TaskId) {
                 let _ = (cx, link, task);
             }
-            /// A neighbour's task runs on a new node; fetches to it are resent.
-            fn neighbour_restarted(&mut self, cx: &mut #cx<'_>, link: ::taskgraph::LinkType, task: ::taskgraph::TaskId) {
-                let _ = (cx, link, task);
+            /// A neighbour's task has a new primary node, with `term` (a spare or a hot
+            /// backup took it over); fetches to it are resent.
+            fn neighbour_restarted(&mut self, cx: &mut #cx<'_>, link: ::taskgraph::LinkType, task: ::taskgraph::TaskId, term: u64) {
+                let _ = (cx, link, task, term);
             }
             /// The job is over: the last chance to save work.
             fn exit(&mut self, cx: &mut #cx<'_>) {
@@ -1004,12 +1090,13 @@ fn emit_role(m: &Model, r: usize) -> TokenStream {
                 fn neighbour_failed(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, link: ::taskgraph::LinkType, neighbour: ::taskgraph::TaskId) {
                     T::neighbour_failed(task, &mut #cx(cx), link, neighbour)
                 }
-                fn neighbour_restarted(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, link: ::taskgraph::LinkType, neighbour: ::taskgraph::TaskId) {
-                    T::neighbour_restarted(task, &mut #cx(cx), link, neighbour)
+                fn neighbour_restarted(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, link: ::taskgraph::LinkType, neighbour: ::taskgraph::TaskId, term: u64) {
+                    T::neighbour_restarted(task, &mut #cx(cx), link, neighbour, term)
                 }
                 fn exit(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
                     T::exit(task, &mut #cx(cx))
                 }
+                #replication_dispatch
             }
         };
     }

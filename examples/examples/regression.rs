@@ -32,6 +32,10 @@ struct Args {
     /// Spare nodes.
     #[arg(long, default_value_t = 2)]
     spares: usize,
+    /// Nodes per task: a primary and `replicas - 1` hot backups that hold
+    /// its state and take over when it dies.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
     /// Failure scenarios to inject: f1, f2, f3 (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     fail: Vec<Scenario>,
@@ -88,7 +92,7 @@ fn main() -> std::process::ExitCode {
         let node = taskgraph::launch::NodeArgs { etcd: etcd.clone(), job: job.clone(), node_id, task: args.task };
         return run_node(&node, &args);
     }
-    let job = regression::job(args.tasks, args.size, args.epochs);
+    let job = regression::job(args.tasks, args.size, args.epochs).replicas(args.replicas);
     let mut cluster = LocalCluster::new(job).spares(args.spares);
     if !args.fail.is_empty() {
         cluster = cluster.faults(regression::faults(&args.fail, args.tasks, args.seed));
@@ -118,7 +122,7 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(feature = "etcd")]
 fn run_node(node: &taskgraph::launch::NodeArgs, args: &Args) -> std::process::ExitCode {
-    match regression::run_node_process(node, args.tasks, args.size, args.epochs) {
+    match regression::run_node_process(node, args.tasks, args.size, args.epochs, args.replicas) {
         Ok(exit) => {
             tracing::info!(?exit, "node stopped");
             std::process::ExitCode::SUCCESS

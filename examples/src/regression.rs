@@ -32,6 +32,33 @@ pub struct Grad {
     pub values: Vec<f32>,
 }
 
+/// A task's progress: how many times it computed each epoch's result
+/// (`epochs[e]`). It is the tasks' replicated state: every change goes to
+/// the task's hot backups (a job with `replicas > 1`), so a backup that
+/// takes over knows what its primary did, and a count above 1 is an epoch
+/// computed again.
+#[derive(Message, Debug, Clone, PartialEq, Default)]
+pub struct Progress {
+    #[capnp(ordinal = 0)]
+    pub epochs: Vec<u32>,
+}
+
+impl Progress {
+    /// Counts a computation of `epoch`'s result.
+    fn computed(&mut self, epoch: Epoch) {
+        let e = epoch as usize;
+        if self.epochs.len() <= e {
+            self.epochs.resize(e + 1, 0);
+        }
+        self.epochs[e] += 1;
+    }
+
+    /// As recorded at the end: the counts, comma-separated.
+    pub fn text(&self) -> String {
+        self.epochs.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// A binary tree of `tasks` tasks, the same at every epoch.
 #[topology(parent <-> children)]
 #[derive(Clone, Copy, Debug)]
@@ -56,9 +83,9 @@ impl TreeLinks for Tree {
 taskgraph! {
     /// W1: the parameter goes down the tree, the gradients come up.
     pub graph Regression(topology = Tree) {
-        messages Param, Grad;
-        role Root = 0;
-        role Worker = 1..;
+        messages Param, Grad, Progress;
+        role Root = 0 replicated(Progress);
+        role Worker = 1.. replicated(Progress);
         Worker fetches Param over parent from Root | Worker;
         Root | Worker fetch Grad over children from Worker;
     }
@@ -88,12 +115,13 @@ pub struct Root {
     sum: Vec<f32>,
     /// Gradients still to come.
     pending: usize,
+    progress: Progress,
 }
 
 impl Root {
     /// The root of a job with vectors of `size` that ends after `last_epoch`.
     pub fn new(size: usize, last_epoch: Epoch) -> Self {
-        Root { size, last_epoch, param: None, sum: Vec::new(), pending: 0 }
+        Root { size, last_epoch, param: None, sum: Vec::new(), pending: 0, progress: Progress::default() }
     }
 
     fn finish(&mut self, cx: &mut RootCx<'_>) {
@@ -102,6 +130,8 @@ impl Root {
         if let Some(bad) = self.sum.iter().position(|v| *v != first) {
             return cx.fail_job(format!("epoch {e}: element {bad} of the root value is {}, not {first}", self.sum[bad]));
         }
+        self.progress.computed(e);
+        cx.replicate(&self.progress);
         cx.record(record_name(e), first.to_string());
         if e >= self.last_epoch {
             cx.end_job();
@@ -135,6 +165,29 @@ impl RootHandlers for Root {
             None => Serve::later(),
         }
     }
+
+    fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64) {
+        took_over(cx.task(), &self.progress, term, cx);
+    }
+    fn became_backup(&mut self, _cx: &mut RootCx<'_>) {}
+    fn apply_update(&mut self, _cx: &mut RootCx<'_>, update: Progress) {
+        self.progress = update;
+    }
+    fn snapshot(&self) -> Option<Progress> {
+        Some(self.progress.clone())
+    }
+    fn exit(&mut self, cx: &mut RootCx<'_>) {
+        let name = format!("computed/{}", cx.task());
+        cx.record(name, self.progress.text());
+    }
+}
+
+/// Records a takeover by a node that had the task's progress (a hot
+/// backup; a spare starts with none).
+fn took_over(task: TaskId, progress: &Progress, term: u64, cx: &mut TaskCx<'_>) {
+    if !progress.epochs.is_empty() {
+        cx.record(format!("takeover/{task}/{term}"), format!("with progress {}", progress.text()));
+    }
 }
 
 /// Every other task: passes the parameter down, and its gradient up.
@@ -151,12 +204,22 @@ pub struct Worker {
     grad: Option<Encoded<Grad>>,
     /// The parent, if it asked for the gradient before it was ready.
     grad_waiting: Option<TaskId>,
+    progress: Progress,
 }
 
 impl Worker {
     /// A worker of a job with vectors of `size`.
     pub fn new(size: usize) -> Self {
-        Worker { size, param: None, param_waiting: Vec::new(), sum: Vec::new(), pending: 0, grad: None, grad_waiting: None }
+        Worker {
+            size,
+            param: None,
+            param_waiting: Vec::new(),
+            sum: Vec::new(),
+            pending: 0,
+            grad: None,
+            grad_waiting: None,
+            progress: Progress::default(),
+        }
     }
 
     /// Once the parameter and every child's gradient are here: our
@@ -169,6 +232,8 @@ impl Worker {
         let id = cx.task() as f32;
         let values = param.values.iter().zip(&self.sum).map(|(p, s)| p * id + s).collect();
         let grad = Encoded::new(&Grad { values });
+        self.progress.computed(cx.epoch());
+        cx.replicate(&self.progress);
         if let Some(parent) = self.grad_waiting.take() {
             cx.reply_grad_encoded(parent, &grad);
         }
@@ -221,10 +286,26 @@ impl WorkerHandlers for Worker {
             }
         }
     }
+
+    fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64) {
+        took_over(cx.task(), &self.progress, term, cx);
+    }
+    fn became_backup(&mut self, _cx: &mut WorkerCx<'_>) {}
+    fn apply_update(&mut self, _cx: &mut WorkerCx<'_>, update: Progress) {
+        self.progress = update;
+    }
+    fn snapshot(&self) -> Option<Progress> {
+        Some(self.progress.clone())
+    }
+    fn exit(&mut self, cx: &mut WorkerCx<'_>) {
+        let name = format!("computed/{}", cx.task());
+        cx.record(name, self.progress.text());
+    }
 }
 
 /// The regression job: `tasks` tasks, vectors of `size`, epochs
-/// `0..=last_epoch`.
+/// `0..=last_epoch` (each task on one node; `.replicas(n)` for hot
+/// backups).
 pub fn job(tasks: u64, size: usize, last_epoch: Epoch) -> Job {
     let bytes = size * 4 + 1024;
     let mut limits = taskgraph::message::Limits::default();
@@ -265,6 +346,32 @@ pub fn faults(scenarios: &[Scenario], tasks: u64, seed: u64) -> Faults {
     f
 }
 
+/// What each task recorded of its progress at the end: how many times it
+/// computed each epoch's result, by task.
+pub fn computed(result: &JobResult) -> Vec<(TaskId, Vec<u32>)> {
+    result
+        .records
+        .iter()
+        .filter_map(|(k, v)| {
+            let t = k.strip_prefix("computed/")?.parse().ok()?;
+            let counts = String::from_utf8_lossy(v).split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or(0)).collect();
+            Some((t, counts))
+        })
+        .collect()
+}
+
+/// The takeovers by hot backups a finished job recorded: (task, term).
+pub fn takeovers(result: &JobResult) -> Vec<(TaskId, u64)> {
+    result
+        .records
+        .keys()
+        .filter_map(|k| {
+            let (t, term) = k.strip_prefix("takeover/")?.split_once('/')?;
+            Some((t.parse().ok()?, term.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The root values a finished job recorded, by epoch.
 pub fn root_values(result: &JobResult) -> Vec<(Epoch, String)> {
     result
@@ -286,6 +393,7 @@ pub fn run_node_process(
     tasks: u64,
     size: usize,
     last_epoch: Epoch,
+    replicas: u32,
 ) -> taskgraph::Result<taskgraph::NodeExit> {
     let endpoints: Vec<String> = node.etcd.split(',').map(str::to_owned).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -293,6 +401,6 @@ pub fn run_node_process(
         .build()
         .map_err(|e| taskgraph::Error::Io(e.to_string()))?;
     let etcd = rt.block_on(taskgraph::coord::Etcd::connect(&endpoints, Default::default()))?;
-    let job = job(tasks, size, last_epoch).named(node.job.clone());
+    let job = job(tasks, size, last_epoch).replicas(replicas).named(node.job.clone());
     taskgraph::run_node(job, std::sync::Arc::new(etcd), taskgraph::NodeOptions::new(node.node_id, node.task))
 }

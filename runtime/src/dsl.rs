@@ -547,9 +547,26 @@ pub mod private {
         /// `neighbour_failed`.
         fn neighbour_failed(task: &mut T, cx: TaskCx<'_>, link: LinkType, neighbour: TaskId);
         /// `neighbour_restarted`.
-        fn neighbour_restarted(task: &mut T, cx: TaskCx<'_>, link: LinkType, neighbour: TaskId);
+        fn neighbour_restarted(task: &mut T, cx: TaskCx<'_>, link: LinkType, neighbour: TaskId, term: u64);
         /// `exit`.
         fn exit(task: &mut T, cx: TaskCx<'_>);
+        /// `became_primary` (a replicated role).
+        fn became_primary(task: &mut T, cx: TaskCx<'_>, term: u64) {
+            let _ = (task, cx, term);
+        }
+        /// `became_backup` (a replicated role).
+        fn became_backup(task: &mut T, cx: TaskCx<'_>) {
+            let _ = (task, cx);
+        }
+        /// An update of the primary's, as its frame (a replicated role).
+        fn apply_update(task: &mut T, cx: TaskCx<'_>, update: &[u8]) {
+            let _ = (task, cx, update);
+        }
+        /// The task's state as an encoded update (a replicated role).
+        fn snapshot(task: &T) -> Option<Vec<u8>> {
+            let _ = task;
+            None
+        }
     }
 
     /// A role's task as a runtime [`Task`].
@@ -596,11 +613,27 @@ pub mod private {
         fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
             G::neighbour_failed(&mut self.task, TaskCx::new(cx, G::SPEC, R), link, task);
         }
-        fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-            G::neighbour_restarted(&mut self.task, TaskCx::new(cx, G::SPEC, R), link, task);
+        fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId, term: u64) {
+            G::neighbour_restarted(&mut self.task, TaskCx::new(cx, G::SPEC, R), link, task, term);
         }
         fn exit(&mut self, cx: &mut Context<'_>) {
             G::exit(&mut self.task, TaskCx::new(cx, G::SPEC, R));
+        }
+        fn became_primary(&mut self, cx: &mut Context<'_>, term: u64) {
+            G::became_primary(&mut self.task, TaskCx::new(cx, G::SPEC, R), term);
+        }
+        fn became_backup(&mut self, cx: &mut Context<'_>) {
+            G::became_backup(&mut self.task, TaskCx::new(cx, G::SPEC, R));
+        }
+        fn apply_update(&mut self, cx: &mut Context<'_>, update: &[u8]) {
+            G::apply_update(&mut self.task, TaskCx::new(cx, G::SPEC, R), update);
+        }
+        fn snapshot(&self) -> Option<Vec<u8>> {
+            G::snapshot(&self.task)
+        }
+        fn restore(&mut self, cx: &mut Context<'_>, snapshot: &[u8]) {
+            // A snapshot is the whole state as one update.
+            G::apply_update(&mut self.task, TaskCx::new(cx, G::SPEC, R), snapshot);
         }
     }
 
@@ -652,6 +685,21 @@ pub mod private {
     /// `reply_<edge>_encoded(to, &encoded)`.
     pub fn reply_encoded<M>(cx: &mut TaskCx<'_>, edge: Edge<M>, to: TaskId, message: &Encoded<M>) {
         cx.reply(edge, to, message);
+    }
+
+    /// `replicate(&update)`.
+    pub fn replicate<M: Message>(cx: &mut TaskCx<'_>, update: &M) {
+        cx.cx.replicate(update.encode());
+    }
+
+    /// Decodes an update from the task's own primary. It cannot fail for
+    /// the same program's bytes: if it does, the backup's state is lost
+    /// and the job fails (by the panic, on the backup).
+    pub fn update<M: Message>(bytes: &[u8]) -> M {
+        match M::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => panic!("a backup cannot read its primary's update: {e}"),
+        }
     }
 
     /// `flag_<name>(meta)`.

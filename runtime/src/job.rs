@@ -10,6 +10,7 @@
 //! | `epoch` | the current epoch, decimal | created as `0` by the first node; advanced by compare-and-swap |
 //! | `status` | `running`, `done`, or `failed: <reason>` | created by the first node; set once by the task that ends the job |
 //! | `tasks/<t>/primary` | `node=<id> addr=<ip:port>`, bound to the node's lease | created-if-absent by the node that wins task `t`; its create revision is the primary's **term** |
+//! | `tasks/<t>/backup/<slot>` | `node=<id> addr=<ip:port>`, bound to the node's lease | created-if-absent by a node that becomes a backup of task `t` (slots `1..replicas`); deleted by it when it becomes the primary |
 //! | `nodes/<id>` | `addr=<ip:port>`, bound to the node's lease | each node, while it lives |
 //! | `records/<name>` | bytes | [`Context::record`](crate::task::Context::record) |
 //!
@@ -39,6 +40,7 @@ pub struct Job {
     pub(crate) limits: Limits,
     pub(crate) lease_ttl: Duration,
     pub(crate) graph: Option<&'static crate::dsl::GraphSpec>,
+    pub(crate) replicas: u32,
 }
 
 impl fmt::Debug for Job {
@@ -68,6 +70,7 @@ impl Job {
             limits: Limits::default(),
             lease_ttl: Duration::from_secs(2),
             graph: None,
+            replicas: 1,
         }
     }
 
@@ -94,6 +97,23 @@ impl Job {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
+    }
+
+    /// How many nodes hold each task: one primary and `replicas - 1` hot
+    /// backups (1, the default: no backups). A backup follows its
+    /// primary's replication stream ([`Context::replicate`]) and takes the
+    /// task over, state and all, when the primary dies; see the README's
+    /// "Hot standby".
+    ///
+    /// [`Context::replicate`]: crate::task::Context::replicate
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// How many nodes hold each task.
+    pub fn replica_count(&self) -> u32 {
+        self.replicas
     }
 
     /// The graph the job runs (set by `taskgraph!`'s generated `job`):
@@ -166,6 +186,15 @@ impl Keys {
     }
     pub(crate) fn records(&self) -> String {
         format!("{}records/", self.root)
+    }
+    pub(crate) fn backup(&self, task: TaskId, slot: u32) -> String {
+        format!("{}tasks/{task}/backup/{slot}", self.root)
+    }
+    /// The task and slot of a `tasks/<t>/backup/<slot>` key.
+    pub(crate) fn backup_slot(&self, key: &str) -> Option<(TaskId, u32)> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix("tasks/")?;
+        let (task, slot) = rest.split_once("/backup/")?;
+        Some((task.parse().ok()?, slot.parse().ok()?))
     }
     /// The task of a `tasks/<t>/primary` key.
     pub(crate) fn primary_task(&self, key: &str) -> Option<TaskId> {
@@ -240,6 +269,9 @@ mod tests {
         assert_eq!(k.primary_task(&k.primary(12)), Some(12));
         assert_eq!(k.primary_task("/taskgraph/j/tasks/x/primary"), None);
         assert_eq!(k.primary_task("/taskgraph/other/tasks/1/primary"), None);
+        assert_eq!(k.backup_slot(&k.backup(12, 2)), Some((12, 2)));
+        assert_eq!(k.primary_task(&k.backup(12, 2)), None);
+        assert_eq!(k.backup_slot(&k.primary(12)), None);
         let v = PrimaryValue { node: 3, addr: "127.0.0.1:5000".parse().unwrap() };
         assert_eq!(PrimaryValue::parse(&v.encode()), Some(v));
         assert_eq!(PrimaryValue::parse(b"garbage"), None);

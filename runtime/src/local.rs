@@ -127,7 +127,8 @@ impl LocalCluster {
         rt.block_on(coord.delete_prefix(keys.root()))?;
 
         let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
-        let nodes = self.job.tasks as usize + self.spares;
+        let replicas = self.job.replicas as usize;
+        let nodes = self.job.tasks as usize * replicas + self.spares;
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -153,8 +154,11 @@ impl LocalCluster {
             *live += 1;
             Ok(())
         };
-        for t in 0..self.job.tasks {
-            start(Some(t), &mut live)?;
+        // A primary and its backups for every task.
+        for _ in 0..replicas {
+            for t in 0..self.job.tasks {
+                start(Some(t), &mut live)?;
+            }
         }
         for _ in 0..self.spares {
             start(None, &mut live)?;
@@ -311,6 +315,10 @@ pub enum FaultKind {
     BeforeServe,
     /// [`FaultPoint::AfterServe`].
     AfterServe,
+    /// [`FaultPoint::BackupApplied`].
+    BackupApplied,
+    /// [`FaultPoint::BackupLost`].
+    BackupLost,
 }
 
 #[derive(Clone, Debug)]
@@ -360,6 +368,8 @@ impl Faults {
             FaultPoint::DataReceived { task, epoch, from, edge } => (FaultKind::DataReceived, task, epoch, from, Some(edge)),
             FaultPoint::BeforeServe { task, epoch, to, edge } => (FaultKind::BeforeServe, task, epoch, to, Some(edge)),
             FaultPoint::AfterServe { task, epoch, to, edge } => (FaultKind::AfterServe, task, epoch, to, Some(edge)),
+            FaultPoint::BackupApplied { task, epoch } => (FaultKind::BackupApplied, task, epoch, 0, None),
+            FaultPoint::BackupLost { task, epoch } => (FaultKind::BackupLost, task, epoch, 0, None),
         };
         self.rules.iter().any(|rule| match rule {
             Rule::Exact(p) => p == point,

@@ -64,15 +64,53 @@ pub trait Task: 'static {
         let _ = (cx, link, task);
     }
 
-    /// A neighbour has a new node (it restarted on a spare). Outstanding
-    /// fetches to it are resent by the runtime.
-    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        let _ = (cx, link, task);
+    /// A neighbour has a new primary node, with `term` (a spare or a hot
+    /// backup took it over). Outstanding fetches to it are resent by the
+    /// runtime.
+    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId, term: u64) {
+        let _ = (cx, link, task, term);
     }
 
     /// The job is over: the last chance to save work.
     fn exit(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
+    }
+
+    // -----------------------------------------------------------------
+    // Hot standby (a job with `replicas > 1`).
+
+    /// This node holds the task as a backup: it follows the primary's
+    /// replication stream (`apply_update`, `restore`) and takes the task
+    /// over if the primary dies. A backup's handlers only read: actions
+    /// they ask for are dropped.
+    fn became_backup(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// This node is now the task's primary, with `term` (a backup that
+    /// took over, or the first primary of the task when `replicas > 1`).
+    /// `enter_epoch` for the current epoch follows.
+    fn became_primary(&mut self, cx: &mut Context<'_>, term: u64) {
+        let _ = (cx, term);
+    }
+
+    /// On a backup: an update the primary made with
+    /// [`Context::replicate`], in the order it made them.
+    fn apply_update(&mut self, cx: &mut Context<'_>, update: &[u8]) {
+        let _ = (cx, update);
+    }
+
+    /// The task's whole state, to bring a new backup up to date (one that
+    /// joins after the primary made updates, to replace a dead backup).
+    /// `None` (the default): the primary keeps every update since the
+    /// start and replays them to a new backup instead.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// On a backup: replaces the task's state with a [`snapshot`](Task::snapshot).
+    fn restore(&mut self, cx: &mut Context<'_>, snapshot: &[u8]) {
+        let _ = (cx, snapshot);
     }
 }
 
@@ -168,6 +206,7 @@ pub(crate) enum Action {
     Reply { request: ServeRequest, frame: Arc<Vec<u8>> },
     Flag { link: u32, to: TaskId, meta: Vec<u8> },
     Record { name: String, value: Vec<u8> },
+    Replicate { update: Vec<u8> },
     Advance { from: Epoch },
     End { failure: Option<String> },
 }
@@ -259,6 +298,15 @@ impl Context<'_> {
     /// replacement node that records the same name overwrites it).
     pub fn record(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
         self.actions.push(Action::Record { name: name.into(), value: value.into() });
+    }
+
+    /// Sends `update` to the task's backups (a job with `replicas > 1`;
+    /// otherwise it does nothing), which apply it in `apply_update`, in
+    /// order. Everything a task replicates reaches every live backup
+    /// before anything it does after it becomes visible to others (a
+    /// reply, a flag, a record, an epoch advance).
+    pub fn replicate(&mut self, update: impl Into<Vec<u8>>) {
+        self.actions.push(Action::Replicate { update: update.into() });
     }
 
     /// Moves the job to the next epoch (if it still is at this one).

@@ -17,7 +17,7 @@ pub struct RegressionTasks<__F0, __F1> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `RootHandlers`, the handlers of role `Root` of graph `Regression`",
     label = "not a complete task of this role",
-    note = "write `impl RootHandlers for {Self}` with `enter_epoch`, `on_grad`, `serve_param`"
+    note = "write `impl RootHandlers for {Self}` with `enter_epoch`, `on_grad`, `serve_param`, `became_primary`, `became_backup`, `apply_update`"
 )]
 pub trait RootHandlers: 'static {
     /// The task has just been made on this node (at the start of the job, or when
@@ -40,6 +40,21 @@ pub trait RootHandlers: 'static {
         cx: &mut RootCx<'_>,
         to: ::taskgraph::TaskId,
     ) -> ::taskgraph::dsl::Serve<Param>;
+    /// This node is now the task's primary, with `term`: at the start, or taking
+    /// over from a dead primary with the state its updates built (the role is
+    /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
+    /// from that state.
+    fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64);
+    /// This node holds the task as a hot backup: it applies the primary's updates
+    /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
+    fn became_backup(&mut self, cx: &mut RootCx<'_>);
+    /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
+    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: Progress);
+    /// The task's whole state as one update, for a backup that joins late
+    /// (`None`: the primary keeps every update and replays them instead).
+    fn snapshot(&self) -> ::core::option::Option<Progress> {
+        ::core::option::Option::None
+    }
     /// A neighbour's node is gone and no node holds its task now.
     fn neighbour_failed(
         &mut self,
@@ -49,14 +64,16 @@ pub trait RootHandlers: 'static {
     ) {
         let _ = (cx, link, task);
     }
-    /// A neighbour's task runs on a new node; fetches to it are resent.
+    /// A neighbour's task has a new primary node, with `term` (a spare or a hot
+    /// backup took it over); fetches to it are resent.
     fn neighbour_restarted(
         &mut self,
         cx: &mut RootCx<'_>,
         link: ::taskgraph::LinkType,
         task: ::taskgraph::TaskId,
+        term: u64,
     ) {
-        let _ = (cx, link, task);
+        let _ = (cx, link, task, term);
     }
     /// The job is over: the last chance to save work.
     fn exit(&mut self, cx: &mut RootCx<'_>) {
@@ -85,6 +102,7 @@ impl RootCx<'_>
 where
     for<'__a> Param: ::taskgraph::Message,
     for<'__a> Grad: ::taskgraph::Message,
+    for<'__a> Progress: ::taskgraph::Message,
 {
     /// Fetches `Grad` (edge `grad`) from every `children` neighbour at this epoch; `on_grad` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_grad(&mut self) -> usize {
@@ -111,12 +129,19 @@ where
             message,
         )
     }
+    /// Sends `update` to this task's backups, which apply it in `apply_update`, in
+    /// order; it reaches them before anything this task does next becomes visible
+    /// to other tasks (a reply, a flag, a record, an epoch advance).
+    pub fn replicate(&mut self, update: &Progress) {
+        ::taskgraph::__private::dsl::replicate(&mut self.0, update)
+    }
 }
 const _: () = {
     impl<T: RootHandlers> ::taskgraph::__private::dsl::Dispatch<T, 0u32> for Regression
     where
         for<'__a> Param: ::taskgraph::Message,
         for<'__a> Grad: ::taskgraph::Message,
+        for<'__a> Progress: ::taskgraph::Message,
     {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut RootCx(cx))
@@ -194,11 +219,25 @@ const _: () = {
             cx: ::taskgraph::dsl::TaskCx<'_>,
             link: ::taskgraph::LinkType,
             neighbour: ::taskgraph::TaskId,
+            term: u64,
         ) {
-            T::neighbour_restarted(task, &mut RootCx(cx), link, neighbour)
+            T::neighbour_restarted(task, &mut RootCx(cx), link, neighbour, term)
         }
         fn exit(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::exit(task, &mut RootCx(cx))
+        }
+        fn became_primary(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, term: u64) {
+            T::became_primary(task, &mut RootCx(cx), term)
+        }
+        fn became_backup(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
+            T::became_backup(task, &mut RootCx(cx))
+        }
+        fn apply_update(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, update: &[u8]) {
+            let update = ::taskgraph::__private::dsl::update::<Progress>(update);
+            T::apply_update(task, &mut RootCx(cx), update)
+        }
+        fn snapshot(task: &T) -> ::core::option::Option<::std::vec::Vec<u8>> {
+            T::snapshot(task).map(|s| ::taskgraph::Message::encode(&s))
         }
     }
 };
@@ -206,7 +245,7 @@ const _: () = {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `WorkerHandlers`, the handlers of role `Worker` of graph `Regression`",
     label = "not a complete task of this role",
-    note = "write `impl WorkerHandlers for {Self}` with `enter_epoch`, `on_param`, `on_grad`, `serve_param`, `serve_grad`"
+    note = "write `impl WorkerHandlers for {Self}` with `enter_epoch`, `on_param`, `on_grad`, `serve_param`, `serve_grad`, `became_primary`, `became_backup`, `apply_update`"
 )]
 pub trait WorkerHandlers: 'static {
     /// The task has just been made on this node (at the start of the job, or when
@@ -242,6 +281,21 @@ pub trait WorkerHandlers: 'static {
         cx: &mut WorkerCx<'_>,
         to: ::taskgraph::TaskId,
     ) -> ::taskgraph::dsl::Serve<Grad>;
+    /// This node is now the task's primary, with `term`: at the start, or taking
+    /// over from a dead primary with the state its updates built (the role is
+    /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
+    /// from that state.
+    fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64);
+    /// This node holds the task as a hot backup: it applies the primary's updates
+    /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
+    fn became_backup(&mut self, cx: &mut WorkerCx<'_>);
+    /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
+    fn apply_update(&mut self, cx: &mut WorkerCx<'_>, update: Progress);
+    /// The task's whole state as one update, for a backup that joins late
+    /// (`None`: the primary keeps every update and replays them instead).
+    fn snapshot(&self) -> ::core::option::Option<Progress> {
+        ::core::option::Option::None
+    }
     /// A neighbour's node is gone and no node holds its task now.
     fn neighbour_failed(
         &mut self,
@@ -251,14 +305,16 @@ pub trait WorkerHandlers: 'static {
     ) {
         let _ = (cx, link, task);
     }
-    /// A neighbour's task runs on a new node; fetches to it are resent.
+    /// A neighbour's task has a new primary node, with `term` (a spare or a hot
+    /// backup took it over); fetches to it are resent.
     fn neighbour_restarted(
         &mut self,
         cx: &mut WorkerCx<'_>,
         link: ::taskgraph::LinkType,
         task: ::taskgraph::TaskId,
+        term: u64,
     ) {
-        let _ = (cx, link, task);
+        let _ = (cx, link, task, term);
     }
     /// The job is over: the last chance to save work.
     fn exit(&mut self, cx: &mut WorkerCx<'_>) {
@@ -287,6 +343,7 @@ impl WorkerCx<'_>
 where
     for<'__a> Param: ::taskgraph::Message,
     for<'__a> Grad: ::taskgraph::Message,
+    for<'__a> Progress: ::taskgraph::Message,
 {
     /// Fetches `Param` (edge `param`) from every `parent` neighbour at this epoch; `on_param` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_param(&mut self) -> usize {
@@ -338,12 +395,19 @@ where
             message,
         )
     }
+    /// Sends `update` to this task's backups, which apply it in `apply_update`, in
+    /// order; it reaches them before anything this task does next becomes visible
+    /// to other tasks (a reply, a flag, a record, an epoch advance).
+    pub fn replicate(&mut self, update: &Progress) {
+        ::taskgraph::__private::dsl::replicate(&mut self.0, update)
+    }
 }
 const _: () = {
     impl<T: WorkerHandlers> ::taskgraph::__private::dsl::Dispatch<T, 1u32> for Regression
     where
         for<'__a> Param: ::taskgraph::Message,
         for<'__a> Grad: ::taskgraph::Message,
+        for<'__a> Progress: ::taskgraph::Message,
     {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut WorkerCx(cx))
@@ -439,11 +503,25 @@ const _: () = {
             cx: ::taskgraph::dsl::TaskCx<'_>,
             link: ::taskgraph::LinkType,
             neighbour: ::taskgraph::TaskId,
+            term: u64,
         ) {
-            T::neighbour_restarted(task, &mut WorkerCx(cx), link, neighbour)
+            T::neighbour_restarted(task, &mut WorkerCx(cx), link, neighbour, term)
         }
         fn exit(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::exit(task, &mut WorkerCx(cx))
+        }
+        fn became_primary(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, term: u64) {
+            T::became_primary(task, &mut WorkerCx(cx), term)
+        }
+        fn became_backup(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
+            T::became_backup(task, &mut WorkerCx(cx))
+        }
+        fn apply_update(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, update: &[u8]) {
+            let update = ::taskgraph::__private::dsl::update::<Progress>(update);
+            T::apply_update(task, &mut WorkerCx(cx), update)
+        }
+        fn snapshot(task: &T) -> ::core::option::Option<::std::vec::Vec<u8>> {
+            T::snapshot(task).map(|s| ::taskgraph::Message::encode(&s))
         }
     }
 };
@@ -479,6 +557,7 @@ const _: () = {
                 + WorkerHandlers,
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
+            for<'__a> Progress: ::taskgraph::Message,
         {
             let RegressionTasks { root: __make0, worker: __make1 } = make;
             ::taskgraph::__private::dsl::job::<
@@ -523,10 +602,12 @@ const _: () = {
         where
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
+            for<'__a> Progress: ::taskgraph::Message,
         {
             let mut schema = ::taskgraph::__private::capnp::Schema::default();
             <Param as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
             <Grad as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
+            <Progress as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
             schema.finish(12970922263753792951u64)
         }
         /// Writes [`capnp_schema`](Self::capnp_schema) to `dir` as
@@ -537,6 +618,7 @@ const _: () = {
         where
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
+            for<'__a> Progress: ::taskgraph::Message,
         {
             let path = dir.as_ref().join("regression.capnp");
             ::std::fs::write(&path, Self::capnp_schema())?;
@@ -589,6 +671,7 @@ const _: () = {
     const _: () = {
         ::taskgraph::__private::dsl::assert_message::<Param>();
         ::taskgraph::__private::dsl::assert_message::<Grad>();
+        ::taskgraph::__private::dsl::assert_message::<Progress>();
     };
     const _: u32 = ::taskgraph::__private::dsl::link_id(
         <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::LINKS,

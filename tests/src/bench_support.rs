@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use taskgraph::coord::Coordinator;
 use taskgraph::message::Limits;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Grad, Param, Regression, RegressionTasks, Root, RootCx, RootHandlers, Tree, Worker};
+use taskgraph_examples::regression::{self, Grad, Param, Progress, Regression, RegressionTasks, Root, RootCx, RootHandlers, Tree, Worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -124,6 +124,15 @@ impl RootHandlers for TimedRoot {
     fn exit(&mut self, cx: &mut RootCx<'_>) {
         self.probe.exit.lock().expect("stamps").push(Instant::now());
         self.inner.exit(cx);
+    }
+    fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64) {
+        self.inner.became_primary(cx, term);
+    }
+    fn became_backup(&mut self, cx: &mut RootCx<'_>) {
+        self.inner.became_backup(cx);
+    }
+    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: Progress) {
+        self.inner.apply_update(cx, update);
     }
 }
 

@@ -235,3 +235,166 @@ pub fn big_job(len: usize) -> Job {
     let limits = taskgraph::message::Limits::max_bytes(len * 4 + (1 << 20));
     Job::new("big", 2, Ring { tasks: 2 }, move |_| Box::new(Big { len }) as Box<dyn Task>).edge(BLOB).limits(limits)
 }
+
+/// Hot standby: a task whose state spans epochs. At every epoch each task
+/// fetches a number from its successor (`(successor + 1) * (epoch + 1)`)
+/// and adds it to its running `total`; task 0 moves the epoch on when
+/// everyone is done (the ring's barrier). The state goes to the task's
+/// backups as updates (`Context::replicate`), and as a snapshot to a
+/// backup that joins late.
+///
+/// A task that enters an epoch with its state behind (a spare that took
+/// over with nothing) recomputes the epochs it missed locally (the numbers
+/// are a function of the epoch) and counts them in `recomputed`: a
+/// takeover by a hot backup recomputes nothing. A number delivered again
+/// after a takeover (the new primary redoes the current epoch) is not
+/// added twice: the state says the epoch is in.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    last_epoch: Epoch,
+    /// The sum of the successor's numbers of epochs `0..next`.
+    total: u64,
+    next: Epoch,
+    /// Epochs this task's replicas computed more than once.
+    recomputed: u64,
+    /// This epoch's number is in.
+    have: bool,
+    done_waiting: Option<ServeRequest>,
+    done_from: std::collections::BTreeSet<TaskId>,
+}
+
+/// The number task `successor` gives at `epoch`.
+pub fn accumulator_number(successor: TaskId, epoch: Epoch) -> u64 {
+    (successor + 1) * (epoch + 1)
+}
+
+impl Accumulator {
+    fn encode(&self) -> Vec<u8> {
+        [self.total, self.next, self.recomputed].iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<[u64; 3]> {
+        let mut out = [0u64; 3];
+        for (i, chunk) in bytes.chunks_exact(8).take(3).enumerate() {
+            out[i] = u64::from_le_bytes(chunk.try_into().ok()?);
+        }
+        (bytes.len() == 24).then_some(out)
+    }
+
+    fn progress(&mut self, cx: &mut Context<'_>) {
+        if !self.have {
+            return;
+        }
+        if cx.task() != 0 {
+            if let Some(req) = self.done_waiting.take() {
+                cx.reply(DONE, req, &Done { count: 1 });
+            }
+            return;
+        }
+        if self.done_from.len() as u64 == cx.tasks() - 1 {
+            let e = cx.epoch();
+            if e >= self.last_epoch {
+                cx.end_job();
+            } else {
+                cx.advance_epoch();
+            }
+        }
+    }
+}
+
+impl Task for Accumulator {
+    fn enter_epoch(&mut self, cx: &mut Context<'_>, epoch: Epoch) {
+        let successor = cx.neighbours(NEXT)[0];
+        // Behind: a node that took the task over with no state.
+        while self.next < epoch {
+            self.total += accumulator_number(successor, self.next);
+            self.next += 1;
+            self.recomputed += 1;
+            cx.replicate(self.encode());
+        }
+        self.have = self.next > epoch;
+        self.done_waiting = None;
+        self.done_from.clear();
+        if !self.have {
+            cx.fetch(NUM, successor);
+        }
+        if cx.task() == 0 {
+            for t in cx.neighbours(ALL) {
+                cx.fetch(DONE, t);
+            }
+        }
+        self.progress(cx);
+    }
+
+    fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
+        if data.is(NUM) {
+            let n = match data.decode(NUM) {
+                Ok(n) => n,
+                Err(e) => return cx.fail_job(format!("bad number: {e}")),
+            };
+            if self.have {
+                return cx.fail_job(format!("task {} got a second number at epoch {}", cx.task(), cx.epoch()));
+            }
+            self.total += accumulator_number(n.task, n.epoch);
+            self.next = n.epoch + 1;
+            self.have = true;
+            cx.replicate(self.encode());
+        } else if data.is(DONE) && !self.done_from.insert(data.from()) {
+            return cx.fail_job(format!("task 0 got `done` twice from task {}", data.from()));
+        }
+        self.progress(cx);
+    }
+
+    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
+        if request.is(NUM) {
+            cx.reply(NUM, request, &Num { task: cx.task(), epoch: cx.epoch() });
+        } else if request.is(DONE) {
+            self.done_waiting = Some(request);
+            self.progress(cx);
+        }
+    }
+
+    fn became_primary(&mut self, cx: &mut Context<'_>, term: u64) {
+        if self.next > 0 {
+            cx.record(format!("takeover/{}/{term}", cx.task()), format!("with state at epoch {}", self.next));
+        }
+    }
+
+    fn apply_update(&mut self, cx: &mut Context<'_>, update: &[u8]) {
+        match Self::decode(update) {
+            Some([total, next, recomputed]) => {
+                (self.total, self.next, self.recomputed) = (total, next, recomputed);
+            }
+            None => panic!("task {}: an unreadable update ({} bytes)", cx.task(), update.len()),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(self.encode())
+    }
+
+    fn restore(&mut self, cx: &mut Context<'_>, snapshot: &[u8]) {
+        self.apply_update(cx, snapshot);
+    }
+
+    fn exit(&mut self, cx: &mut Context<'_>) {
+        let t = cx.task();
+        cx.record(format!("total/{t}"), self.total.to_string());
+        cx.record(format!("recomputed/{t}"), self.recomputed.to_string());
+    }
+}
+
+/// The accumulator job: `tasks` tasks on the ring, epochs
+/// `0..=last_epoch`, each task held by `replicas` nodes.
+pub fn accumulator_job(name: &str, tasks: u64, last_epoch: Epoch, replicas: u32) -> Job {
+    Job::new(name, tasks, Ring { tasks }, move |_| Box::new(Accumulator { last_epoch, ..Default::default() }) as Box<dyn Task>)
+        .edge(NUM)
+        .edge(DONE)
+        .replicas(replicas)
+        .lease_ttl(Duration::from_millis(300))
+}
+
+/// What every task's total is after `last_epoch`.
+pub fn accumulator_totals(tasks: u64, last_epoch: Epoch) -> Vec<u64> {
+    (0..tasks).map(|t| (0..=last_epoch).map(|e| accumulator_number((t + 1) % tasks, e)).sum()).collect()
+}

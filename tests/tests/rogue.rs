@@ -1,5 +1,6 @@
 //! A rogue client on a node's port: garbage, truncated and oversized
-//! frames, wrong jobs, unknown tasks and edges, stale epochs and terms.
+//! frames, wrong jobs, unknown tasks and edges, stale epochs and terms,
+//! replication streams from pretended primaries.
 //! Every request gets a typed error, and the node keeps serving.
 
 use std::net::SocketAddr;
@@ -179,6 +180,31 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
             }
             let response = call.send().promise.await.unwrap();
             assert_eq!(response.get().unwrap().get_status().unwrap().get_kind().unwrap(), expected);
+        }
+
+        // Replication streams to a node that is no backup (task 1's
+        // primary), from a pretended primary of task 1 with an older term,
+        // of another job, and with entries that are not what they say.
+        for (job, task, term, expected) in [
+            (JOB, 1, term - 1, StatusKind::StaleTerm),
+            (JOB, 3, 99, StatusKind::NotPrimary),
+            ("other", 1, term, StatusKind::WrongJob),
+        ] {
+            let mut call = client.replicate_request();
+            {
+                let mut b = call.get().init_batch();
+                b.set_job(job);
+                b.set_task(task);
+                b.set_term(term);
+                b.set_first(1);
+                let mut entries = b.init_entries(2);
+                entries.reborrow().get(0).set_start(());
+                entries.reborrow().get(1).set_update(b"garbage");
+            }
+            let response = call.send().promise.await.unwrap();
+            let r = response.get().unwrap();
+            assert_eq!(r.get_status().unwrap().get_kind().unwrap(), expected, "{job} task {task} term {term}");
+            assert_eq!(r.get_applied(), 0);
         }
 
         // After all that, the node still answers, right.

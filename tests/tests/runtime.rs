@@ -200,7 +200,8 @@ impl Task for Watcher {
     fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
         cx.record(format!("failed/{}/{task}", cx.task()), link.name);
     }
-    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
+    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId, term: u64) {
+        assert!(term > 0, "a restarted neighbour has a term");
         cx.record(format!("restarted/{}/{task}", cx.task()), link.name);
     }
 }
@@ -229,8 +230,8 @@ impl Task for WatchRoot {
     fn neighbour_failed(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
         Watcher.neighbour_failed(cx, link, task)
     }
-    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId) {
-        Watcher.neighbour_restarted(cx, link, task)
+    fn neighbour_restarted(&mut self, cx: &mut Context<'_>, link: LinkType, task: TaskId, term: u64) {
+        Watcher.neighbour_restarted(cx, link, task, term)
     }
 }
 

@@ -12,7 +12,7 @@
 
 mod transport;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -27,7 +27,7 @@ use crate::job::{Job, JobStatus, Keys, PrimaryValue};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;
-pub(crate) use transport::{FetchFailure, Fetched, Status, StatusKind};
+pub(crate) use transport::{FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
 use transport::{Peers, Shared, Spawner};
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
@@ -62,6 +62,22 @@ pub enum FaultPoint {
         to: TaskId,
         /// The edge.
         edge: u32,
+    },
+    /// A backup of the task is about to apply an update of its primary's
+    /// at this epoch.
+    BackupApplied {
+        /// The task.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// The task's primary has just dropped a backup that stopped
+    /// answering (the backup is gone or frozen).
+    BackupLost {
+        /// The task.
+        task: TaskId,
+        /// The epoch.
+        epoch: Epoch,
     },
     /// The task replied to a fetch (the reply has been sent).
     AfterServe {
@@ -117,6 +133,8 @@ pub(crate) enum Event {
     Fetch(transport::FetchRequest, oneshot::Sender<Answer>),
     /// A peer flags this node's task.
     Flag(transport::MetaFlag, oneshot::Sender<Status>),
+    /// A task's primary sends this backup its replication stream.
+    Replicate(Replication, oneshot::Sender<(Status, u64)>),
     /// One attempt to deliver a flag of this epoch finished.
     FlagDone { index: usize, epoch: Epoch, term: u64, delivered: bool },
     /// One of this node's fetches finished (one attempt of it).
@@ -157,6 +175,81 @@ struct SentFlag {
     delivered: bool,
 }
 
+/// A task's replication stream: written by its primary, followed by its
+/// backups. Positions count from 1 within one primary's term.
+#[derive(Default)]
+struct Stream {
+    /// The term of the primary that writes it (0: none yet).
+    term: u64,
+    /// The entries kept: positions `base..=end`.
+    log: Vec<ReplicaEntry>,
+    base: u64,
+    end: u64,
+    /// Whether the task gives snapshots: then the log starts at the last
+    /// snapshot; without, it keeps everything since the stream's start.
+    snapshots: bool,
+    /// On the primary: how far each backup (by slot) has applied.
+    acked: HashMap<u32, u64>,
+    /// On a backup: a reply being put together from its parts.
+    partial: Option<(Epoch, u32, TaskId, Vec<u8>)>,
+    /// On a backup: the replies the primary released, by (edge,
+    /// requester), with their epoch.
+    served: HashMap<(u32, TaskId), (Epoch, Arc<Vec<u8>>)>,
+    /// On a backup: it has caught up with this term's stream once. From
+    /// then on the primary syncs it before every effect, so it holds
+    /// everything the world has seen of the task: it may take over.
+    ready: bool,
+}
+
+impl Stream {
+    /// A new stream of term `term`, starting with `first` (`Start` or a
+    /// snapshot).
+    fn begin(term: u64, snapshots: bool, first: ReplicaEntry) -> Self {
+        Stream { term, log: vec![first], base: 1, end: 1, snapshots, ..Default::default() }
+    }
+
+    fn push(&mut self, entry: ReplicaEntry) {
+        self.log.push(entry);
+        self.end += 1;
+    }
+
+    /// Appends a reply, in parts of at most one batch.
+    fn push_served(&mut self, epoch: Epoch, edge: u32, requester: TaskId, frame: &Arc<Vec<u8>>) {
+        let len = frame.len();
+        let mut start = 0;
+        loop {
+            let end = (start + transport::REPLICA_BATCH_BYTES).min(len);
+            let last = end == len;
+            self.push(ReplicaEntry::Served { epoch, edge, requester, frame: frame.clone(), range: start..end, last });
+            if last {
+                break;
+            }
+            start = end;
+        }
+    }
+
+    /// Restarts the log at a snapshot (positions go on).
+    fn rebase(&mut self, snapshot: ReplicaEntry) {
+        self.log.clear();
+        self.base = self.end + 1;
+        self.push(snapshot);
+    }
+
+    /// The entries from position `from` on, up to about one batch.
+    fn batch(&self, from: u64) -> Vec<ReplicaEntry> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in &self.log[(from - self.base) as usize..] {
+            if !out.is_empty() && bytes + e.size() > transport::REPLICA_BATCH_BYTES {
+                break;
+            }
+            bytes += e.size();
+            out.push(e.clone());
+        }
+        out
+    }
+}
+
 /// What a served (edge, requester) pair of this epoch is at.
 enum Served {
     Pending(Vec<Responder>),
@@ -186,6 +279,14 @@ struct Loop {
     shared: Rc<Shared>,
     /// The task this node is primary of, and its term.
     role: Option<(TaskId, u64)>,
+    /// The task this node is a backup of, and its slot.
+    backup_of: Option<(TaskId, u32)>,
+    /// Every task's backups, by slot (from the coordinator).
+    backups: HashMap<TaskId, std::collections::BTreeMap<u32, Primary>>,
+    /// The replication stream this node writes (primary) or follows (backup).
+    stream: Stream,
+    /// The epoch whose replies `served` holds.
+    served_epoch: Option<Epoch>,
     task: Option<Box<dyn Task>>,
     epoch: Epoch,
     entered: bool,
@@ -200,8 +301,9 @@ struct Loop {
     flags: Vec<SentFlag>,
     outstanding: HashMap<u64, Outstanding>,
     next_seq: u64,
-    /// Tasks whose primary key was seen deleted (for spares to claim).
-    vacant: HashSet<TaskId>,
+    /// Tasks whose primary key was seen deleted, and since when (for
+    /// backups and spares to claim).
+    vacant: HashMap<TaskId, Instant>,
     /// Actions of handlers, run in order by `apply_pending`.
     pending: std::collections::VecDeque<Action>,
 }
@@ -324,6 +426,10 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         peers,
         shared,
         role: None,
+        backup_of: None,
+        backups: HashMap::new(),
+        stream: Stream::default(),
+        served_epoch: None,
         task: None,
         epoch: 0,
         entered: false,
@@ -335,7 +441,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         flags: Vec::new(),
         outstanding: HashMap::new(),
         next_seq: 1,
-        vacant: HashSet::new(),
+        vacant: HashMap::new(),
         pending: Default::default(),
         cfg,
     };
@@ -417,16 +523,8 @@ impl Loop {
         if let JobStatus::Done | JobStatus::Failed(_) = self.status {
             return NodeExit::JobEnded(self.status.clone());
         }
-        // Claim the preferred task, or any task without a primary.
-        let mut wanted: Vec<TaskId> = self.cfg.preferred_task.into_iter().collect();
-        wanted.extend((0..self.cfg.job.tasks).filter(|t| !self.primaries.contains_key(t)));
-        for t in wanted {
-            if self.role.is_some() {
-                break;
-            }
-            if let Err(exit) = self.try_claim(t).await {
-                return exit;
-            }
+        if let Err(exit) = self.find_work().await {
+            return exit;
         }
         let mut tick = tokio::time::interval(RETRY_MIN);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -483,6 +581,11 @@ impl Loop {
         match event {
             Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
             Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
+            Event::Replicate(batch, respond) => {
+                let answer = self.on_replicate(batch)?;
+                let _ = respond.send(answer);
+                Ok(())
+            }
             Event::FetchDone { seq, attempt, result } => self.on_fetch_done(seq, attempt, result).await,
             Event::FlagDone { index, epoch, term, delivered } => {
                 if epoch == self.epoch {
@@ -544,8 +647,38 @@ impl Loop {
         } else if kv.key == self.keys.status() {
             self.status = JobStatus::parse(&kv.value);
             if self.status != JobStatus::Running {
+                // The last chance to save work: what `exit` records is
+                // written (nothing else it asks for is of use now) — by the
+                // primaries the job ended with, not by a node that claimed
+                // a task after the end (a backup whose primary left first).
+                if self.role.is_some_and(|(_, term)| term as i64 > kv.mod_revision) {
+                    return Some(NodeExit::JobEnded(self.status.clone()));
+                }
                 self.call(|task, cx| task.exit(cx));
+                let pending = std::mem::take(&mut self.pending);
+                for action in pending {
+                    if let Action::Record { .. } = action {
+                        if let Err(exit) = self.apply(action).await {
+                            return Some(exit);
+                        }
+                    }
+                }
                 return Some(NodeExit::JobEnded(self.status.clone()));
+            }
+        } else if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
+            let Some(v) = PrimaryValue::parse(&kv.value) else {
+                tracing::error!(key = %kv.key, "unreadable backup value");
+                return None;
+            };
+            let b = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision };
+            let old = self.backups.entry(t).or_default().insert(slot, b);
+            if self.role.is_some_and(|(me, _)| me == t) && old.is_none_or(|o| o.term != b.term) {
+                // A new backup of ours: bring it up to date now.
+                tracing::info!(task = t, slot, node = b.node, "a new backup");
+                self.stream.acked.insert(slot, 0);
+                if let Err(exit) = self.sync_backups().await {
+                    return Some(exit);
+                }
             }
         } else if let Some(t) = self.keys.primary_task(&kv.key) {
             let Some(v) = PrimaryValue::parse(&kv.value) else {
@@ -553,7 +686,7 @@ impl Loop {
                 return None;
             };
             let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision };
-            let was_vacant = self.vacant.remove(&t);
+            let was_vacant = self.vacant.remove(&t).is_some();
             let old = self.primaries.insert(t, new);
             let restarted = match old {
                 Some(o) => o.term != new.term,
@@ -562,12 +695,28 @@ impl Loop {
             if restarted {
                 self.neighbour_event(t, true);
             }
+            if self.backup_of.is_some_and(|(b, _)| b == t) {
+                self.watch_primary();
+            }
             self.reroute(t).await;
         }
         None
     }
 
     async fn on_delete(&mut self, key: &str) -> Result<(), Exit> {
+        if let Some((t, slot)) = self.keys.backup_slot(key) {
+            if let Some(m) = self.backups.get_mut(&t) {
+                m.remove(&slot);
+            }
+            if self.backup_of == Some((t, slot)) {
+                tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
+                return Err(NodeExit::LostLease);
+            }
+            self.stream.acked.remove(&slot).filter(|_| self.role.is_some_and(|(me, _)| me == t));
+            // A freed slot (or a task now without backups) may be work
+            // for a spare.
+            return self.find_work().await;
+        }
         let Some(t) = self.keys.primary_task(key) else { return Ok(()) };
         self.primaries.remove(&t);
         if self.role.is_some_and(|(mine, _)| mine == t) {
@@ -578,9 +727,18 @@ impl Loop {
         if self.status != JobStatus::Running {
             return Ok(());
         }
-        self.vacant.insert(t);
+        self.vacant.insert(t, Instant::now());
+        if self.backup_of.is_some_and(|(b, _)| b == t) {
+            // Our primary is gone: take over, state and all (a backup that
+            // has not caught up yet leaves it to one that has, for a while;
+            // see `retry_due`).
+            if self.stream.ready {
+                return self.try_claim(t).await;
+            }
+            return Ok(());
+        }
         if self.role.is_none() {
-            return self.try_claim(t).await;
+            return self.find_work().await;
         }
         self.neighbour_event(t, false);
         Ok(())
@@ -593,12 +751,13 @@ impl Loop {
         if !self.entered || t == me {
             return;
         }
+        let term = self.primaries.get(&t).map_or(0, |p| p.term);
         let topology = self.cfg.job.topology.clone();
         for link in topology.links().to_vec() {
             if topology.neighbours(link.id, me, self.epoch).contains(&t) {
                 self.call(|task, cx| {
                     if restarted {
-                        task.neighbour_restarted(cx, link, t)
+                        task.neighbour_restarted(cx, link, t, term)
                     } else {
                         task.neighbour_failed(cx, link, t)
                     }
@@ -607,9 +766,113 @@ impl Loop {
         }
     }
 
+    /// Whether this node holds a task (as its primary or a backup).
+    fn holds_task(&self) -> bool {
+        self.role.is_some() || self.backup_of.is_some()
+    }
+
+    /// Whether task `t` has a backup to take it over.
+    fn has_backups(&self, t: TaskId) -> bool {
+        self.backups.get(&t).is_some_and(|m| !m.is_empty())
+    }
+
+    /// A node without a task looks for one: its preferred task (the
+    /// primary, else a backup slot), else any task without a primary and
+    /// without a backup to take it over, else any free backup slot. If
+    /// there is none, it stays a spare.
+    async fn find_work(&mut self) -> Result<(), Exit> {
+        if self.holds_task() || self.status != JobStatus::Running {
+            return Ok(());
+        }
+        let tasks = self.cfg.job.tasks;
+        if let Some(t) = self.cfg.preferred_task.filter(|&t| t < tasks) {
+            if !self.primaries.contains_key(&t) && !self.has_backups(t) {
+                self.try_claim(t).await?;
+            }
+            if !self.holds_task() {
+                self.try_backup(t).await?;
+            }
+        }
+        for t in 0..tasks {
+            if self.holds_task() {
+                return Ok(());
+            }
+            if !self.primaries.contains_key(&t) && !self.has_backups(t) {
+                self.try_claim(t).await?;
+            }
+        }
+        for t in 0..tasks {
+            if self.holds_task() {
+                return Ok(());
+            }
+            if self.primaries.contains_key(&t) {
+                self.try_backup(t).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries to become a backup of task `t` (a free slot of `1..replicas`).
+    async fn try_backup(&mut self, t: TaskId) -> Result<(), Exit> {
+        for slot in 1..self.cfg.job.replicas {
+            if self.holds_task() || self.backups.get(&t).is_some_and(|m| m.contains_key(&slot)) {
+                continue;
+            }
+            let key = self.keys.backup(t, slot);
+            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
+                Ok(Ok(kv)) => {
+                    tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
+                    let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision };
+                    self.backups.entry(t).or_default().insert(slot, me);
+                    self.backup_of = Some((t, slot));
+                    self.task = Some((self.cfg.job.factory)(t));
+                    self.call_backup(|task, cx| task.init(cx));
+                    let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
+                    self.stream = Stream { snapshots, ..Default::default() };
+                    self.call_backup(|task, cx| task.became_backup(cx));
+                    self.watch_primary();
+                }
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    tracing::warn!(node = self.cfg.node_id, task = t, error = %e, "cannot become a backup");
+                    return Err(NodeExit::LostLease);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A backup keeps a connection to its primary: when that ends by
+    /// itself, the node checks whether the primary's process is gone
+    /// (and takes over at once if so), instead of waiting out its lease.
+    fn watch_primary(&mut self) {
+        let Some((t, _)) = self.backup_of else { return };
+        let Some(p) = self.primaries.get(&t).copied() else { return };
+        let peers = self.peers.clone();
+        self.spawner.spawn(async move {
+            if let Err(e) = peers.connect(p.addr).await {
+                tracing::debug!(addr = %p.addr, error = ?e, "cannot watch the primary");
+            }
+        });
+    }
+
     async fn try_claim(&mut self, t: TaskId) -> Result<(), Exit> {
         if self.role.is_some() || self.status != JobStatus::Running {
             return Ok(());
+        }
+        if self.backup_of.is_some_and(|(b, _)| b != t) {
+            return Ok(());
+        }
+        // The task may be free because the job ended (its primary left):
+        // the status and the tasks arrive on separate watches, so ask.
+        let status_key = self.keys.status();
+        match patiently(|| self.cfg.coord.get(&status_key)).await {
+            Ok(Some(kv)) if JobStatus::parse(&kv.value) != JobStatus::Running => return Ok(()),
+            Err(e) => {
+                tracing::warn!(node = self.cfg.node_id, error = %e, "cannot read the job's status");
+                return Err(NodeExit::LostLease);
+            }
+            _ => {}
         }
         let key = self.keys.primary(t);
         match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
@@ -620,10 +883,23 @@ impl Loop {
                 self.shared.set_role(t as i64, term);
                 self.primaries.insert(t, Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision });
                 self.vacant.remove(&t);
-                self.task = Some((self.cfg.job.factory)(t));
-                self.call(|task, cx| task.init(cx));
+                if let Some((_, slot)) = self.backup_of.take() {
+                    self.promote(t, slot, term).await;
+                }
+                if !self.stream_is_ours(term) {
+                    self.task = Some((self.cfg.job.factory)(t));
+                    self.call(|task, cx| task.init(cx));
+                    if self.cfg.job.replicas > 1 {
+                        let snapshot = self.task.as_ref().and_then(|task| task.snapshot());
+                        let first = snapshot.map(|s| ReplicaEntry::Snapshot(Arc::new(s)));
+                        self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
+                    }
+                }
+                self.call(|task, cx| task.became_primary(cx, term));
                 self.apply_pending().await?;
+                self.sync_backups().await?;
                 let epoch = self.epoch;
+                self.entered = false;
                 self.enter(epoch).await
             }
             Ok(Err(_)) => Ok(()),
@@ -634,12 +910,70 @@ impl Loop {
         }
     }
 
+    /// Whether the stream is this primary's (a promoted backup's), rather
+    /// than to be begun afresh.
+    fn stream_is_ours(&self, term: u64) -> bool {
+        self.stream.term == term
+    }
+
+    /// A backup that has just won its task: its state is the task's; the
+    /// replies the old primary released this epoch are its own; it
+    /// writes a new stream for the other backups.
+    async fn promote(&mut self, t: TaskId, slot: u32, term: u64) {
+        tracing::info!(node = self.cfg.node_id, task = t, term, "a backup takes its task over");
+        if let Some(m) = self.backups.get_mut(&t) {
+            m.remove(&slot);
+        }
+        let key = self.keys.backup(t, slot);
+        if let Err(e) = patiently(|| self.cfg.coord.delete(&key)).await {
+            tracing::warn!(task = t, error = %e, "cannot give up the backup slot");
+        }
+        let old = std::mem::take(&mut self.stream);
+        if !old.ready {
+            // It never caught up: it takes over as a spare would, from the
+            // task's initial state (the caller builds it).
+            tracing::info!(task = t, "the backup had not caught up: starting the task afresh");
+            return;
+        }
+        self.served.clear();
+        for ((edge, requester), (epoch, frame)) in old.served {
+            if epoch == self.epoch {
+                self.served.insert((edge, requester), Served::Ready(frame));
+            }
+        }
+        self.served_epoch = Some(self.epoch);
+        self.stream = if old.snapshots {
+            let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
+            let mut stream = Stream::begin(term, true, ReplicaEntry::Snapshot(Arc::new(snapshot)));
+            self.push_served_cache(&mut stream);
+            stream
+        } else {
+            // Without snapshots, the stream is every entry since the
+            // start: the one this node followed, now under its term.
+            Stream { term, log: old.log, base: old.base, end: old.end, snapshots: false, ..Default::default() }
+        };
+        // Every other backup starts over from this stream.
+        for slot in self.backups.get(&t).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
+            self.stream.acked.insert(slot, 0);
+        }
+    }
+
+    /// Appends this epoch's released replies to `stream` (after a snapshot).
+    fn push_served_cache(&self, stream: &mut Stream) {
+        for ((edge, requester), served) in &self.served {
+            if let Served::Ready(frame) = served {
+                stream.push_served(self.epoch, *edge, *requester, frame);
+            }
+        }
+    }
+
     async fn set_epoch(&mut self, e: Epoch) -> Result<(), Exit> {
         if e < self.epoch || (e == self.epoch && self.entered) {
             return Ok(());
         }
         self.epoch = e;
         self.shared.set_epoch(e);
+        self.stream.served.retain(|_, (epoch, _)| *epoch >= e);
         if self.role.is_some() {
             self.enter(e).await
         } else {
@@ -650,16 +984,26 @@ impl Loop {
     async fn enter(&mut self, e: Epoch) -> Result<(), Exit> {
         let Some((me, _)) = self.role else { return Ok(()) };
         self.entered = true;
-        // Drop the old epoch: its replies, transfers and fetches.
-        let stale = Status::new(StatusKind::StaleEpoch, "the epoch is over", e, self.term());
-        for (_, served) in self.served.drain() {
-            if let Served::Pending(ws) = served {
-                for w in ws {
-                    let _ = w.send(Err(stale.clone()));
+        // Drop the old epoch: its replies, transfers and fetches. (A backup
+        // that took over keeps the replies of this epoch it was sent.)
+        if self.served_epoch != Some(e) {
+            let stale = Status::new(StatusKind::StaleEpoch, "the epoch is over", e, self.term());
+            for (_, served) in self.served.drain() {
+                if let Served::Pending(ws) = served {
+                    for w in ws {
+                        let _ = w.send(Err(stale.clone()));
+                    }
                 }
             }
+            self.shared.clear_transfers();
+            if self.cfg.job.replicas > 1 && self.stream.snapshots && self.served_epoch.is_some() {
+                // A new epoch: the stream restarts at a snapshot, so that a
+                // backup that joins later need not replay it all.
+                let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
+                self.stream.rebase(ReplicaEntry::Snapshot(Arc::new(snapshot)));
+            }
+            self.served_epoch = Some(e);
         }
-        self.shared.clear_transfers();
         self.outstanding.retain(|_, o| o.epoch >= e);
         self.flags.clear();
         if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
@@ -697,20 +1041,191 @@ impl Loop {
     /// [`apply_pending`](Self::apply_pending).
     fn call(&mut self, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) {
         let Some((me, _)) = self.role else { return };
-        let Some(task) = self.task.as_mut() else { return };
-        let topology = self.cfg.job.topology.clone();
-        let mut actions = Vec::new();
-        let mut cx = Context { task: me, epoch: self.epoch, tasks: self.cfg.job.tasks, topology: &*topology, actions: &mut actions };
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(task.as_mut(), &mut cx)));
-        if let Err(panic) = result {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
+        let (mut actions, panic) = self.run_handler(me, f);
+        if let Some(what) = panic {
             actions.push(Action::End { failure: Some(format!("task {me} panicked at epoch {}: {what}", self.epoch)) });
         }
         self.pending.extend(actions);
+    }
+
+    /// Calls a handler of the task this node is a backup of. A backup only
+    /// follows: actions its handlers ask for are dropped (a panic fails
+    /// the job, as on a primary).
+    fn call_backup(&mut self, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) {
+        let Some((t, _)) = self.backup_of else { return };
+        let (actions, panic) = self.run_handler(t, f);
+        if let Some(what) = panic {
+            let why = format!("task {t} panicked on a backup at epoch {}: {what}", self.epoch);
+            let (coord, key, value) = (self.cfg.coord.clone(), self.keys.status(), JobStatus::Failed(why).encode());
+            self.spawner.spawn(async move {
+                let _ = coord.compare_and_swap(&key, Expect::Value(JobStatus::Running.encode()), &value, None).await;
+            });
+        } else if !actions.is_empty() {
+            tracing::warn!(task = t, n = actions.len(), "a backup's handler asked for actions: dropped (backups only follow)");
+        }
+    }
+
+    /// Runs a handler of this node's task (as task `t`): its actions, and
+    /// what it panicked with, if it did.
+    fn run_handler(&mut self, t: TaskId, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) -> (Vec<Action>, Option<String>) {
+        let mut actions = Vec::new();
+        let Some(task) = self.task.as_mut() else { return (actions, None) };
+        let topology = self.cfg.job.topology.clone();
+        let mut cx = Context { task: t, epoch: self.epoch, tasks: self.cfg.job.tasks, topology: &*topology, actions: &mut actions };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(task.as_mut(), &mut cx)));
+        let panic = result.err().map(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into())
+        });
+        (actions, panic)
+    }
+
+    // -----------------------------------------------------------------------
+    // Replication.
+
+    /// On a backup: applies a batch of its primary's stream.
+    fn on_replicate(&mut self, batch: Replication) -> Result<(Status, u64), Exit> {
+        let term_now = self.term();
+        let refuse = |kind, detail: String| Ok((Status::new(kind, detail, self.epoch, term_now), 0));
+        if batch.job != self.cfg.job.name {
+            return refuse(StatusKind::WrongJob, format!("this node runs job `{}`", self.cfg.job.name));
+        }
+        let Some((t, _)) = self.backup_of.filter(|(t, _)| *t == batch.task) else {
+            if let Some((t, term)) = self.role.filter(|(t, _)| *t == batch.task) {
+                if term > batch.term {
+                    return refuse(StatusKind::StaleTerm, format!("this node is task {t}'s primary with term {term}"));
+                }
+            }
+            return refuse(StatusKind::NotPrimary, format!("node {} is not a backup of task {}", self.cfg.node_id, batch.task));
+        };
+        let known = self.primaries.get(&t).map_or(0, |p| p.term).max(self.stream.term);
+        if batch.term < known {
+            return refuse(StatusKind::StaleTerm, format!("task {t}'s term {} has ended (it is {known})", batch.term));
+        }
+        let resets = |e: Option<&ReplicaEntry>| matches!(e, Some(ReplicaEntry::Start | ReplicaEntry::Snapshot(_)));
+        if batch.term > self.stream.term {
+            // A new primary's stream: it must start afresh.
+            if !resets(batch.entries.first()) {
+                return Ok((Status::ok(self.epoch, 0), 0));
+            }
+            self.stream = Stream { term: batch.term, snapshots: self.stream.snapshots, ..Default::default() };
+            self.stream.end = batch.first - 1;
+            self.stream.base = batch.first;
+        }
+        let applied = self.stream.end;
+        if batch.first != applied + 1 {
+            if !(resets(batch.entries.first()) && batch.first > applied) {
+                return Ok((Status::ok(self.epoch, 0), applied));
+            }
+            self.stream.log.clear();
+            self.stream.base = batch.first;
+            self.stream.end = batch.first - 1;
+        }
+        for entry in batch.entries {
+            if let ReplicaEntry::Update(_) = entry {
+                self.kill_at(FaultPoint::BackupApplied { task: t, epoch: self.epoch })?;
+            }
+            self.apply_entry(t, entry);
+        }
+        if self.stream.end >= batch.end && !self.stream.ready {
+            tracing::debug!(task = t, position = self.stream.end, "the backup has caught up");
+            self.stream.ready = true;
+        }
+        Ok((Status::ok(self.epoch, 0), self.stream.end))
+    }
+
+    fn apply_entry(&mut self, t: TaskId, entry: ReplicaEntry) {
+        match &entry {
+            ReplicaEntry::Start => {
+                self.task = Some((self.cfg.job.factory)(t));
+                self.call_backup(|task, cx| task.init(cx));
+                self.stream.served.clear();
+                self.stream.log.clear();
+                self.stream.base = self.stream.end + 1;
+            }
+            ReplicaEntry::Snapshot(state) => {
+                self.call_backup(|task, cx| task.restore(cx, state));
+                self.stream.served.clear();
+                self.stream.log.clear();
+                self.stream.base = self.stream.end + 1;
+            }
+            ReplicaEntry::Update(update) => self.call_backup(|task, cx| task.apply_update(cx, update)),
+            ReplicaEntry::Served { epoch, edge, requester, frame, range, last } => {
+                let part = &frame[range.clone()];
+                let whole = match self.stream.partial.take() {
+                    Some((e, g, r, mut bytes)) if (e, g, r) == (*epoch, *edge, *requester) => {
+                        bytes.extend_from_slice(part);
+                        bytes
+                    }
+                    _ => part.to_vec(),
+                };
+                if *last {
+                    self.stream.served.insert((*edge, *requester), (*epoch, Arc::new(whole)));
+                } else {
+                    self.stream.partial = Some((*epoch, *edge, *requester, whole));
+                }
+            }
+        }
+        self.stream.push(entry);
+    }
+
+    /// On a primary: brings every backup up to the end of the stream, and
+    /// waits for them. A backup that cannot be reached in a lease's time
+    /// is dropped (its key deleted: it steps down if it was only slow).
+    async fn sync_backups(&mut self) -> Result<(), Exit> {
+        let Some((me, term)) = self.role else { return Ok(()) };
+        if self.cfg.job.replicas <= 1 {
+            return Ok(());
+        }
+        let slots: Vec<(u32, Primary)> = self.backups.get(&me).map(|m| m.iter().map(|(s, b)| (*s, *b)).collect()).unwrap_or_default();
+        for (slot, b) in slots {
+            let mut stuck = 0;
+            loop {
+                let acked = self.stream.acked.get(&slot).copied().unwrap_or(0);
+                if acked >= self.stream.end {
+                    break;
+                }
+                let first = (acked + 1).max(self.stream.base);
+                let entries = self.stream.batch(first);
+                let batch = Replication { job: self.cfg.job.name.clone(), task: me, term, first, entries, end: self.stream.end };
+                let result = tokio::time::timeout(self.cfg.job.lease_ttl, self.peers.replicate(b.addr, &batch)).await;
+                match result {
+                    Ok(Ok((status, applied))) if status.kind == StatusKind::Ok => {
+                        stuck = if applied > acked { 0 } else { stuck + 1 };
+                        self.stream.acked.insert(slot, applied);
+                        if stuck > 2 {
+                            tracing::warn!(task = me, slot, applied, "a backup does not follow the stream: dropping it");
+                            self.drop_backup(me, slot, b).await?;
+                            break;
+                        }
+                    }
+                    Ok(Ok((status, _))) if status.kind == StatusKind::StaleTerm && !self.still_primary().await => {
+                        tracing::warn!(task = me, detail = %status.detail, "a newer primary exists: stepping down");
+                        return Err(NodeExit::LostLease);
+                    }
+                    other => {
+                        tracing::warn!(task = me, slot, node = b.node, result = ?other.map(|r| r.map(|(s, _)| s.kind)), "a backup is unreachable: dropping it");
+                        self.drop_backup(me, slot, b).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) -> Result<(), Exit> {
+        if let Some(m) = self.backups.get_mut(&t) {
+            m.remove(&slot);
+        }
+        self.stream.acked.remove(&slot);
+        if let Err(e) = self.cfg.coord.compare_and_delete(&self.keys.backup(t, slot), b.mod_revision).await {
+            tracing::warn!(task = t, slot, error = %e, "cannot delete a dropped backup's key");
+        }
+        self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })
     }
 
     async fn apply_pending(&mut self) -> Result<(), Exit> {
@@ -741,6 +1256,7 @@ impl Loop {
     /// Writes `records` and moves the epoch on from `from`, in one step.
     async fn record_and_advance(&mut self, records: Vec<Action>, from: Epoch) -> Result<(), Exit> {
         let Some((me, _)) = self.role else { return Ok(()) };
+        self.sync_backups().await?;
         if !self.still_primary().await {
             tracing::warn!(task = me, "no longer the task's primary: stepping down");
             return Err(NodeExit::LostLease);
@@ -776,7 +1292,17 @@ impl Loop {
 
     async fn apply(&mut self, action: Action) -> Result<(), Exit> {
         let Some((me, _)) = self.role else { return Ok(()) };
+        // Backups get everything the task did before anything it does
+        // becomes visible to others.
+        if matches!(action, Action::Flag { .. } | Action::Record { .. } | Action::Advance { .. } | Action::End { .. }) {
+            self.sync_backups().await?;
+        }
         match action {
+            Action::Replicate { update } => {
+                if self.cfg.job.replicas > 1 {
+                    self.stream.push(ReplicaEntry::Update(Arc::new(update)));
+                }
+            }
             Action::Fetch { edge, to } => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -789,6 +1315,10 @@ impl Loop {
             Action::Reply { request, frame } => {
                 if request.epoch != self.epoch {
                     return Ok(());
+                }
+                if self.cfg.job.replicas > 1 && !matches!(self.served.get(&(request.edge, request.from)), Some(Served::Ready(_))) {
+                    self.stream.push_served(request.epoch, request.edge, request.from, &frame);
+                    self.sync_backups().await?;
                 }
                 match self.served.insert((request.edge, request.from), Served::Ready(frame.clone())) {
                     Some(Served::Pending(waiters)) => {
@@ -1078,13 +1608,25 @@ impl Loop {
         for i in flags {
             self.send_flag(i);
         }
-        // A spare re-checks for tasks nobody holds (a missed race).
+        // Tasks nobody holds (a missed race, or backups that did not take
+        // over): a caught-up backup of the task claims it at once; a spare,
+        // or a backup that has not caught up, when no caught-up backup
+        // has for a lease's time (or the task has no backup at all).
         if self.role.is_none() && self.status == JobStatus::Running {
-            let vacant: Vec<TaskId> = self.vacant.iter().copied().collect();
-            for t in vacant {
-                if !self.primaries.contains_key(&t) {
+            let patience = self.cfg.job.lease_ttl;
+            let vacant: Vec<(TaskId, Instant)> = self.vacant.iter().map(|(t, since)| (*t, *since)).collect();
+            for (t, since) in vacant {
+                if self.primaries.contains_key(&t) || self.role.is_some() {
+                    continue;
+                }
+                let mine = self.backup_of.is_some_and(|(b, _)| b == t);
+                let now_ok = if mine { self.stream.ready } else { self.backup_of.is_none() && !self.has_backups(t) };
+                if now_ok || ((mine || self.backup_of.is_none()) && since.elapsed() > patience) {
                     self.try_claim(t).await?;
                 }
+            }
+            if !self.holds_task() {
+                self.find_work().await?;
             }
         }
         Ok(())

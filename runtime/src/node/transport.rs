@@ -190,6 +190,48 @@ pub(crate) struct MetaFlag {
     pub(crate) term: u64,
 }
 
+/// One entry of a task's replication stream (primary to backups).
+#[derive(Clone, Debug)]
+pub(crate) enum ReplicaEntry {
+    /// The stream starts from the task's initial state.
+    Start,
+    /// The task's whole state, replacing everything before.
+    Snapshot(Arc<Vec<u8>>),
+    /// An update the primary's task made.
+    Update(Arc<Vec<u8>>),
+    /// A reply the primary released: `frame[range]` is this part of it.
+    Served { epoch: u64, edge: u32, requester: u64, frame: Arc<Vec<u8>>, range: std::ops::Range<usize>, last: bool },
+}
+
+impl ReplicaEntry {
+    /// About how many bytes it takes on the wire.
+    pub(crate) fn size(&self) -> usize {
+        32 + match self {
+            ReplicaEntry::Start => 0,
+            ReplicaEntry::Snapshot(b) | ReplicaEntry::Update(b) => b.len(),
+            ReplicaEntry::Served { range, .. } => range.len(),
+        }
+    }
+}
+
+/// A batch of a replication stream, as the loop sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct Replication {
+    pub(crate) job: String,
+    pub(crate) task: u64,
+    pub(crate) term: u64,
+    /// The stream position of the first entry (positions count from 1).
+    pub(crate) first: u64,
+    pub(crate) entries: Vec<ReplicaEntry>,
+    /// The position the stream has reached on the primary: a backup that
+    /// has applied up to it is caught up (and may take the task over).
+    pub(crate) end: u64,
+}
+
+/// The most payload one replication batch carries (a reply larger than
+/// this travels in parts, one per entry).
+pub(crate) const REPLICA_BATCH_BYTES: usize = CHUNK_BYTES;
+
 /// Why one attempt of a fetch failed (the texts are for logs).
 #[derive(Clone, Debug)]
 #[allow(dead_code)]
@@ -321,6 +363,31 @@ fn read_request(r: crate::protocol::taskgraph_capnp::fetch_request::Reader<'_>) 
     })
 }
 
+fn read_replication(r: crate::protocol::taskgraph_capnp::replication::Reader<'_>) -> capnp::Result<Replication> {
+    use crate::protocol::taskgraph_capnp::replica_entry::Which;
+    let mut entries = Vec::new();
+    for e in r.get_entries()?.iter() {
+        entries.push(match e.which()? {
+            Which::Start(()) => ReplicaEntry::Start,
+            Which::Snapshot(d) => ReplicaEntry::Snapshot(Arc::new(d?.to_vec())),
+            Which::Update(d) => ReplicaEntry::Update(Arc::new(d?.to_vec())),
+            Which::Served(g) => {
+                let part = g.get_part()?.to_vec();
+                let len = part.len();
+                ReplicaEntry::Served {
+                    epoch: g.get_epoch(),
+                    edge: g.get_edge(),
+                    requester: g.get_requester(),
+                    frame: Arc::new(part),
+                    range: 0..len,
+                    last: g.get_last(),
+                }
+            }
+        });
+    }
+    Ok(Replication { job: r.get_job()?.to_string()?, task: r.get_task(), term: r.get_term(), first: r.get_first(), entries, end: r.get_end() })
+}
+
 impl node::Server for NodeServer {
     fn fetch(self: capnp::capability::Rc<Self>, params: node::FetchParams, mut results: node::FetchResults) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
         let this = self.clone();
@@ -405,6 +472,26 @@ impl node::Server for NodeServer {
                 }
             };
             status.write(results.get().init_status());
+            Ok(())
+        }
+    }
+
+    fn replicate(self: capnp::capability::Rc<Self>, params: node::ReplicateParams, mut results: node::ReplicateResults) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let this = self.clone();
+        async move {
+            let (status, applied) = match params.get().and_then(|p| p.get_batch()).and_then(read_replication) {
+                Err(e) => (Status::new(StatusKind::BadRequest, format!("malformed replication: {e}"), this.shared.epoch.get(), 0), 0),
+                Ok(batch) => {
+                    let (otx, orx) = oneshot::channel();
+                    if this.tx.send(Event::Replicate(batch, otx)).is_err() {
+                        return Err(capnp::Error::disconnected("the node is stopping".into()));
+                    }
+                    orx.await.map_err(|_| capnp::Error::disconnected("the node stopped".into()))?
+                }
+            };
+            let mut r = results.get();
+            status.write(r.reborrow().init_status());
+            r.set_applied(applied);
             Ok(())
         }
     }
@@ -641,6 +728,48 @@ impl Peers {
             return Err(FetchFailure::Invalid(format!("got {} bytes of {total}", frame.len())));
         }
         Ok(Fetched { frame: Arc::new(frame), term })
+    }
+
+    /// Opens (or keeps) a connection to `addr`: its ending by itself is
+    /// then reported as `PeerGone`.
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<(), FetchFailure> {
+        self.client(addr).await.map(|_| ())
+    }
+
+    /// Sends a batch of a replication stream to a backup; its status and
+    /// the position it has applied up to.
+    pub(crate) async fn replicate(&self, addr: SocketAddr, batch: &Replication) -> Result<(Status, u64), FetchFailure> {
+        let client = self.client(addr).await?;
+        let mut call = client.replicate_request();
+        {
+            let mut b = call.get().init_batch();
+            b.set_job(batch.job.as_str());
+            b.set_task(batch.task);
+            b.set_term(batch.term);
+            b.set_first(batch.first);
+            b.set_end(batch.end);
+            let mut list = b.init_entries(batch.entries.len() as u32);
+            for (i, e) in batch.entries.iter().enumerate() {
+                let mut w = list.reborrow().get(i as u32);
+                match e {
+                    ReplicaEntry::Start => w.set_start(()),
+                    ReplicaEntry::Snapshot(d) => w.set_snapshot(d),
+                    ReplicaEntry::Update(d) => w.set_update(d),
+                    ReplicaEntry::Served { epoch, edge, requester, frame, range, last } => {
+                        let mut g = w.init_served();
+                        g.set_epoch(*epoch);
+                        g.set_edge(*edge);
+                        g.set_requester(*requester);
+                        g.set_part(&frame[range.clone()]);
+                        g.set_last(*last);
+                    }
+                }
+            }
+        }
+        let response = call.send().promise.await.map_err(|e| FetchFailure::Transport(e.to_string()))?;
+        let r = response.get().map_err(|e| FetchFailure::Invalid(e.to_string()))?;
+        let status = r.get_status().and_then(Status::read).map_err(|e| FetchFailure::Invalid(e.to_string()))?;
+        Ok((status, r.get_applied()))
     }
 
     /// Sends a meta flag.

@@ -1,5 +1,5 @@
 //! One node process of the W1 regression on etcd, for the multi-process
-//! tests and `scripts/chaos`: `w1-node [--size S] [--epochs E] [--tasks N]
+//! tests and `scripts/chaos`: `w1-node [--size S] [--epochs E] [--tasks N] [--replicas R]
 //! --etcd <endpoints> --job <name> --node-id <id> [--task <t>]`.
 
 #[global_allocator]
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let node = match NodeArgs::parse(&args) {
         Ok(Some(node)) => node,
         Ok(None) => {
-            eprintln!("usage: w1-node [--size S] [--epochs E] [--tasks N] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]");
+            eprintln!("usage: w1-node [--size S] [--epochs E] [--tasks N] [--replicas R] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]");
             return ExitCode::FAILURE;
         }
         Err(e) => {
@@ -27,11 +27,12 @@ fn main() -> ExitCode {
         }
     };
     let (size, epochs, tasks) = (value(&args, "--size", 1) as usize, value(&args, "--epochs", 10), value(&args, "--tasks", 15));
+    let replicas = value(&args, "--replicas", 1) as u32;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs) {
+    match taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs, replicas) {
         Ok(taskgraph::NodeExit::JobEnded(_)) => ExitCode::SUCCESS,
         Ok(other) => {
             eprintln!("w1-node {}: stopped: {other:?}", node.node_id);
