@@ -81,6 +81,7 @@ pub struct Launch {
     etcd: String,
     job: String,
     tasks: u64,
+    replicas: u32,
     spares: usize,
     timeout: Duration,
     max_restarts: usize,
@@ -98,12 +99,20 @@ impl Launch {
             etcd: etcd.into(),
             job: job.into(),
             tasks,
+            replicas: 1,
             spares: 0,
             timeout: Duration::from_secs(600),
             max_restarts: 1000,
             children: Arc::new(Mutex::new(HashMap::new())),
             started: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Starts `replicas` nodes per task (a primary and hot backups; the
+    /// program must build its job with the same `Job::replicas`).
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas.max(1);
+        self
     }
 
     /// Also starts `n` spare nodes.
@@ -184,9 +193,11 @@ impl Launch {
         rt.block_on(coord.delete_prefix(keys.root()))?;
         let (exits, exit_rx) = mpsc::channel();
         let mut next_id = 0u64;
-        for t in 0..self.tasks {
-            self.spawn(next_id, Some(t), &exits)?;
-            next_id += 1;
+        for _ in 0..self.replicas {
+            for t in 0..self.tasks {
+                self.spawn(next_id, Some(t), &exits)?;
+                next_id += 1;
+            }
         }
         for _ in 0..self.spares {
             self.spawn(next_id, None, &exits)?;

@@ -14,6 +14,10 @@
 //!   (the takeover), (c) the job's epoch advances for the first time after
 //!   the takeover (in revision order): the first epoch completed with the
 //!   replacement's answers.
+//! * **Hot standby**: the same SIGKILL and SIGSTOP trials with two nodes
+//!   per task (`--replicas 2`): a hot backup takes the task over, state
+//!   and all (issue 6's target: SIGKILL to serving again, median under
+//!   300 ms).
 //! * **P5, SIGSTOP**: the same with a frozen primary (its sockets stay
 //!   open, so only its lease's expiry frees the task); compared with the
 //!   lease TTL etcd actually granted (read back from etcd). The node is
@@ -159,7 +163,7 @@ async fn epoch_now(coord: &dyn Coordinator) -> u64 {
 /// Waits until the job is at a steady state: 17 live node processes, each
 /// registered in etcd and nothing else registered (a dead node's lease has
 /// expired), every task held by a live node, and 10 epochs done since.
-async fn steady(coord: &dyn Coordinator, processes: &Processes) {
+async fn steady(coord: &dyn Coordinator, processes: &Processes, replicas: u32) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut since: Option<u64> = None;
     loop {
@@ -168,8 +172,11 @@ async fn steady(coord: &dyn Coordinator, processes: &Processes) {
         let registered: BTreeSet<u64> = nodes.iter().filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok()).collect();
         let (tasks, _) = coord.get_prefix(&key("tasks/")).await.expect("etcd answers");
         let holders: Vec<u64> = tasks.iter().filter(|kv| kv.key.ends_with("/primary")).filter_map(node_of).collect();
+        let backups: Vec<u64> = tasks.iter().filter(|kv| kv.key.contains("/backup/")).filter_map(node_of).collect();
         let epoch = epoch_now(coord).await;
-        let ok = live.len() == TASKS as usize + SPARES
+        let ok = live.len() == TASKS as usize * replicas as usize + SPARES
+            && backups.len() == TASKS as usize * (replicas as usize - 1)
+            && backups.iter().all(|n| live.contains(n))
             && registered == live
             && holders.len() == TASKS as usize
             && holders.iter().all(|n| live.contains(n));
@@ -423,14 +430,23 @@ struct Failovers {
 }
 
 /// Runs W1 as node processes and fails its primaries, one at a time.
-fn failovers(etcd: &EtcdServer, node_log: &Path) -> Failovers {
+fn failovers(etcd: &EtcdServer, node_log: &Path, replicas: u32) -> Failovers {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
     let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
     // `sh -c 'exec "$0" "$@" 2>>log' w1-node args..`: the node process
     // (same pid, after exec) with its stderr in the log.
     let script = format!("exec \"$0\" \"$@\" 2>>'{}'", node_log.display());
-    let args: Vec<OsString> = vec!["-c".into(), script.into(), w1_node().into(), "--epochs".into(), "100000000".into()];
-    let launch = Launch::new("/bin/sh", args, etcd.endpoint(), JOB, TASKS).spares(SPARES).timeout(Duration::from_secs(600));
+    let args: Vec<OsString> = vec![
+        "-c".into(),
+        script.into(),
+        w1_node().into(),
+        "--epochs".into(),
+        "100000000".into(),
+        "--replicas".into(),
+        replicas.to_string().into(),
+    ];
+    let launch =
+        Launch::new("/bin/sh", args, etcd.endpoint(), JOB, TASKS).replicas(replicas).spares(SPARES).timeout(Duration::from_secs(600));
     let processes = launch.processes();
     let runner = {
         let coord = coord.clone();
@@ -443,14 +459,14 @@ fn failovers(etcd: &EtcdServer, node_log: &Path) -> Failovers {
         rt.block_on(async {
             let c = &*coord;
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
-            steady(c, &processes).await;
+            steady(c, &processes, replicas).await;
             let (e0, t0) = (epoch_now(c).await, Instant::now());
             tokio::time::sleep(Duration::from_millis(500)).await;
             let epochs_per_s = (epoch_now(c).await - e0) as f64 / t0.elapsed().as_secs_f64();
             let mut kills = Vec::new();
             for i in 0..KILL_TRIALS {
                 for kind in [Kind::Leaf, Kind::Inner, Kind::Root] {
-                    steady(c, &processes).await;
+                    steady(c, &processes, replicas).await;
                     // A random phase against etcd's 500 ms expiry scan (steady()
                     // often returns just after one: a dead node's lease went).
                     tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
@@ -460,7 +476,7 @@ fn failovers(etcd: &EtcdServer, node_log: &Path) -> Failovers {
             let (mut stops, mut step_down) = (Vec::new(), Vec::new());
             for i in 0..STOP_TRIALS {
                 let kind = [Kind::Leaf, Kind::Inner, Kind::Root][i % 3];
-                steady(c, &processes).await;
+                steady(c, &processes, replicas).await;
                 // A random phase against etcd's 500 ms expiry scan (steady()
                     // often returns just after one: a dead node's lease went).
                     tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
@@ -553,7 +569,8 @@ fn main() {
 
     println!("node program: {}", w1_node().display());
     let node_log = std::env::temp_dir().join(format!("taskgraph-failover-bench-{}.log", std::process::id()));
-    let f = failovers(&etcd, &node_log);
+    let f = failovers(&etcd, &node_log, 1);
+    let h = failovers(&etcd, &node_log, 2);
     drop(etcd);
     let etcd_gone = true;
 
@@ -704,6 +721,53 @@ fn main() {
     );
 
     println!();
+    println!("== Hot standby (issue 6): the same W1 with 2 nodes per task (a primary and a hot backup) + {SPARES} spares");
+    println!(
+        "   {} w1-node processes, ~{:.0} epochs/s at steady state; {KILL_TRIALS} SIGKILLs per kind, {STOP_TRIALS} SIGSTOPs; times ms, median / worst",
+        TASKS as usize * 2 + SPARES,
+        h.epochs_per_s
+    );
+    println!("{:<8} {:>3} {:>18} {:>16} {:>22}", "tasks", "n", "old key deleted", "new primary", "epoch advance");
+    for (name, pick) in groups {
+        let sel: Vec<&Trial> = h.kills.iter().filter(|t| pick(t)).collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let col = |f: fn(&Trial) -> Duration| mw(&sel.iter().map(|t| f(t)).collect::<Vec<_>>());
+        println!("{:<8} {:>3} {:>18} {:>16} {:>22}", name, sel.len(), col(|t| t.deleted), col(|t| t.takeover), col(|t| t.advance));
+    }
+    let hot_take: Vec<Duration> = h.kills.iter().map(|t| t.takeover).collect();
+    let hot_adv: Vec<Duration> = h.kills.iter().map(|t| t.advance).collect();
+    println!("{:<52} {:>16} {:>16} {:>4}", "", "median / worst", "target", "met");
+    println!(
+        "{:<52} {:>16} {:>16} {:>4}",
+        "SIGKILL -> the backup is the new primary",
+        mw(&hot_take),
+        "median < 300 ms",
+        yes(median(&hot_take) < limit)
+    );
+    println!(
+        "{:<52} {:>16} {:>16} {:>4}",
+        "SIGKILL -> epoch advance (new primary has served)",
+        mw(&hot_adv),
+        "median < 300 ms",
+        yes(median(&hot_adv) < limit)
+    );
+    let hot_stop: Vec<Duration> = h.stops.iter().map(|t| t.takeover).collect();
+    println!(
+        "{:<52} {:>16} {:>16} {:>4}",
+        "SIGSTOP -> the backup is the new primary",
+        mw(&hot_stop),
+        format!("<= {:.0} ms", ms(bound)),
+        yes(worst(&hot_stop) <= bound)
+    );
+    println!("{:<52} {:>16}", "  (info) SIGCONT -> old primary exited", mw(&h.step_down));
+    println!(
+        "   job: {} node processes started, {} died and were replaced, status {:?}; root values exact for {} epochs",
+        h.report.started, h.report.died, h.report.status, h.recorded
+    );
+
+    println!();
     println!("notes:");
     println!("  'old key deleted': the watch saw the old primary key go: 'expired' = in the same revision as the old");
     println!("     node's registration key (its lease ended), 'evicted' = alone (a requester's compare-and-delete after");
@@ -731,4 +795,5 @@ fn main() {
     );
     println!("total bench time: {:.1} s", wall.elapsed().as_secs_f64());
     assert!(f.leftovers.is_empty(), "node processes left running: {:?}", f.leftovers);
+    assert!(h.leftovers.is_empty(), "node processes left running: {:?}", h.leftovers);
 }

@@ -27,12 +27,38 @@ pub struct ChaosReport {
     pub started: usize,
     /// Processes the run started that were still alive at the end.
     pub leftovers: Vec<u32>,
+    /// For each kill, the time from the SIGKILL to the victim's task
+    /// having a new primary (a backup that took over, or a spare).
+    pub failovers: Vec<Duration>,
+    /// What each task recorded of its progress: how many times it
+    /// computed each epoch's result.
+    pub computed: Vec<(u64, Vec<u32>)>,
+    /// Takeovers by a node that had the task's progress (a hot backup).
+    pub takeovers: usize,
 }
 
 impl ChaosReport {
     /// Whether the values are exactly W1's for epochs `0..=last`.
     pub fn values_ok(&self, last: u64) -> bool {
         self.values == (0..=last).map(|e| (e, (105 * e).to_string())).collect::<Vec<_>>()
+    }
+
+    /// Epochs some task computed more than once, in all.
+    pub fn recomputations(&self) -> u64 {
+        self.computed.iter().flat_map(|(_, c)| c).map(|&n| u64::from(n.saturating_sub(1))).sum()
+    }
+
+    /// Whether every task's progress covers every epoch `0..=last` (no
+    /// progress lost to a failure).
+    pub fn progress_complete(&self, last: u64) -> bool {
+        self.computed.len() == 15 && self.computed.iter().all(|(_, c)| c.len() as u64 == last + 1 && c.iter().all(|&n| n >= 1))
+    }
+
+    /// The median and the worst failover time.
+    pub fn failover_stats(&self) -> Option<(Duration, Duration)> {
+        let mut f = self.failovers.clone();
+        f.sort();
+        Some((*f.get(f.len() / 2)?, *f.last()?))
     }
 }
 
@@ -54,18 +80,21 @@ fn alive(pid: u32) -> bool {
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
-/// Runs W1 (`epochs` epochs, 15 tasks, 2 spares) as processes of
-/// `node_program`, killing one random node process each time the job has
-/// advanced an epoch since the last kill, `kills` times (every fourth kill
-/// is the root's node). `log` gets one line per kill.
-pub fn run(node_program: &Path, kills: usize, seed: u64, mut log: impl FnMut(String)) -> ChaosReport {
+/// Runs W1 (`epochs` epochs, 15 tasks, 2 spares, `replicas` nodes per
+/// task) as processes of `node_program`, killing one node process each
+/// time the job has advanced an epoch since the last kill, `kills` times
+/// (every fourth kill is the root's primary). With one replica the victim
+/// is any node (spares included); with hot backups it is a task's
+/// primary. `log` gets one line per kill.
+pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log: impl FnMut(String)) -> ChaosReport {
     let epochs = 2 * kills as u64 + 10;
     let etcd = EtcdServer::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
     let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
     let job = "chaos";
-    let args = ["--size", "1000", "--epochs", &epochs.to_string()].iter().map(Into::into).collect();
-    let launch = Launch::new(node_program, args, etcd.endpoint(), job, 15).spares(2).timeout(Duration::from_secs(240));
+    let args = ["--size", "1000", "--epochs", &epochs.to_string(), "--replicas", &replicas.to_string()].iter().map(Into::into).collect();
+    let launch =
+        Launch::new(node_program, args, etcd.endpoint(), job, 15).replicas(replicas).spares(2).timeout(Duration::from_secs(240));
     let processes = launch.processes();
     let runner = {
         let coord = coord.clone();
@@ -79,6 +108,7 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, mut log: impl FnMut(Str
     let mut rng = Rng(seed.max(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut killed = Vec::new();
     let mut root_kills = 0;
+    let mut measures = Vec::new();
     let epoch_key = format!("/taskgraph/{job}/epoch");
     rt.block_on(async {
         let mut watch = coord.watch(&epoch_key, 0).await.expect("a watch of the epoch");
@@ -97,34 +127,77 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, mut log: impl FnMut(Str
             if epoch < 2 || last_kill_epoch.is_some_and(|k| epoch <= k) || epoch >= epochs {
                 continue;
             }
-            let root_node = coord
-                .get(&format!("/taskgraph/{job}/tasks/0/primary"))
-                .await
-                .ok()
-                .flatten()
-                .and_then(|kv| String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse::<u64>().ok()));
+            // Who holds which task now: one read.
+            let tasks_prefix = format!("/taskgraph/{job}/tasks/");
+            let (keys, _) = coord.get_prefix(&tasks_prefix).await.unwrap_or_default();
+            let primaries: Vec<(u64, u64, i64)> = keys
+                .iter()
+                .filter_map(|kv| {
+                    let t = kv.key.strip_prefix(&tasks_prefix)?.strip_suffix("/primary")?.parse().ok()?;
+                    let node = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok())?;
+                    Some((t, node, kv.mod_revision))
+                })
+                .collect();
+            let primary_of = |t: u64| primaries.iter().find(|p| p.0 == t).map(|p| p.1);
+            let root_node = primary_of(0);
             let pids = processes.pids_by_node();
+            let pid_of = |n: u64| pids.iter().find(|(id, _)| *id == n).copied();
             let victim = if killed.len() % 4 == 0 {
-                root_node.and_then(|n| pids.iter().find(|(id, _)| *id == n).copied())
+                root_node.and_then(pid_of)
+            } else if replicas > 1 {
+                primary_of(1 + rng.next() % 14).and_then(pid_of)
             } else {
                 None
             }
-            .or_else(|| (!pids.is_empty()).then(|| pids[(rng.next() % pids.len() as u64) as usize]));
+            .or_else(|| (!pids.is_empty() && replicas == 1).then(|| pids[(rng.next() % pids.len() as u64) as usize]));
             let Some((node, pid)) = victim else { continue };
+            // The victim's task, if it is a primary: watch for its next
+            // primary, from before the kill.
+            let task_of_victim = primaries.iter().find(|p| p.1 == node).map(|p| (p.0, p.2));
+            let mut next_primary = match task_of_victim {
+                Some((t, rev)) => coord.watch(&format!("/taskgraph/{job}/tasks/{t}/primary"), rev + 1).await.ok(),
+                None => None,
+            };
+            let killed_at = std::time::Instant::now();
             if processes.kill(pid) {
                 let is_root = Some(node) == root_node;
                 root_kills += usize::from(is_root);
                 killed.push(pid);
                 last_kill_epoch = Some(epoch);
+                // The time to the task's next primary, measured aside (the
+                // kills go on meanwhile).
+                if let (Some((t, _)), Some(mut watch)) = (task_of_victim, next_primary.take()) {
+                    measures.push(tokio::spawn(async move {
+                        let deadline = killed_at + Duration::from_secs(30);
+                        while let Ok(Some(Ok(event))) = tokio::time::timeout_at(deadline.into(), watch.next()).await {
+                            if let Event::Put(_) = event {
+                                return (t, Some(killed_at.elapsed()));
+                            }
+                        }
+                        (t, None)
+                    }));
+                }
                 log(format!(
-                    "kill {}: node {node} (pid {pid}{}) at epoch {epoch}",
+                    "kill {}: node {node} (pid {pid}{}) at epoch {epoch}{}",
                     killed.len(),
-                    if is_root { ", the root's" } else { "" }
+                    if is_root { ", the root's" } else { "" },
+                    task_of_victim.map_or(String::new(), |(t, _)| format!(", task {t}'s primary")),
                 ));
             }
         }
     });
 
+    let mut failovers = Vec::new();
+    for m in measures {
+        match rt.block_on(m) {
+            Ok((t, Some(d))) => {
+                log(format!("task {t}: a new primary {:.1} ms after the kill", d.as_secs_f64() * 1e3));
+                failovers.push(d);
+            }
+            Ok((t, None)) => log(format!("task {t}: no new primary within 30 s of the kill")),
+            Err(e) => log(format!("a failover measurement failed: {e}")),
+        }
+    }
     let (report, _) = runner.join().expect("the launcher thread");
     let report = report.expect("the launch runs");
     let (records, _) = rt.block_on(coord.get_prefix(&format!("/taskgraph/{job}/records/root/"))).expect("records");
@@ -136,5 +209,27 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, mut log: impl FnMut(Str
         })
         .collect();
     let leftovers = killed.iter().copied().chain(processes.all_started()).filter(|&p| alive(p)).collect();
-    ChaosReport { kills: killed.len(), root_kills, status: report.status, values, started: report.started, leftovers }
+    let (all, _) = rt.block_on(coord.get_prefix(&format!("/taskgraph/{job}/records/"))).expect("records");
+    let mut computed = Vec::new();
+    let mut takeovers = 0;
+    for kv in all {
+        let name = kv.key.trim_start_matches(&format!("/taskgraph/{job}/records/")).to_owned();
+        if let Some(t) = name.strip_prefix("computed/").and_then(|t| t.parse().ok()) {
+            let counts = String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect();
+            computed.push((t, counts));
+        } else if name.starts_with("takeover/") {
+            takeovers += 1;
+        }
+    }
+    ChaosReport {
+        kills: killed.len(),
+        root_kills,
+        status: report.status,
+        values,
+        started: report.started,
+        leftovers,
+        failovers,
+        computed,
+        takeovers,
+    }
 }

@@ -12,11 +12,29 @@ use taskgraph_tests::etcd::EtcdServer;
 #[test]
 fn f4_twenty_sigkills_and_the_values_are_exact() {
     let node = PathBuf::from(env!("CARGO_BIN_EXE_w1-node"));
-    let report = chaos::run(&node, 20, 42, |line| eprintln!("{line}"));
+    let report = chaos::run(&node, 20, 42, 1, |line| eprintln!("{line}"));
     assert_eq!(report.status, JobStatus::Done, "{report:?}");
     assert!(report.kills >= 20, "{report:?}");
     assert!(report.root_kills >= 1, "the root's node was never killed: {report:?}");
     assert!(report.values_ok(50), "values: {:?}", report.values);
+    assert!(report.leftovers.is_empty(), "processes left running: {:?}", report.leftovers);
+}
+
+#[test]
+fn f5_hot_backups_take_over_killed_primaries_with_their_progress() {
+    let node = PathBuf::from(env!("CARGO_BIN_EXE_w1-node"));
+    let report = chaos::run(&node, 8, 7, 2, |line| eprintln!("{line}"));
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!(report.kills, 8, "{report:?}");
+    assert!(report.root_kills >= 1, "the root's primary was never killed: {report:?}");
+    assert!(report.values_ok(26), "values: {:?}", report.values);
+    // Every kill was followed by a new primary of the task, and the new
+    // primaries had the progress: no task lost a computed epoch, and at
+    // most the epoch in progress at each kill was computed again.
+    assert_eq!(report.failovers.len(), 8, "{report:?}");
+    assert!(report.progress_complete(26), "progress lost: {:?}", report.computed);
+    assert!(report.recomputations() <= 8, "{} epochs computed again: {:?}", report.recomputations(), report.computed);
+    assert!(report.takeovers >= 8, "takeovers by backups with the progress: {report:?}");
     assert!(report.leftovers.is_empty(), "processes left running: {:?}", report.leftovers);
 }
 
@@ -87,11 +105,19 @@ use taskgraph::coord::{Coordinator, Event, Expect};
 use taskgraph::launch::{Launch, LaunchReport, Processes};
 
 /// A long W1 job as processes, run in a thread; stop it with `stop_job`.
-fn launch_long(etcd: &EtcdServer, job: &str, spares: usize) -> (Processes, std::thread::JoinHandle<LaunchReport>, Arc<dyn Coordinator>, tokio::runtime::Runtime) {
+fn launch_long(
+    etcd: &EtcdServer,
+    job: &str,
+    spares: usize,
+    replicas: u32,
+) -> (Processes, std::thread::JoinHandle<LaunchReport>, Arc<dyn Coordinator>, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
-    let args = ["--epochs", "100000000"].iter().map(Into::into).collect();
-    let launch = Launch::new(env!("CARGO_BIN_EXE_w1-node"), args, etcd.endpoint(), job, 15).spares(spares).timeout(Duration::from_secs(120));
+    let args = ["--epochs", "100000000", "--replicas", &replicas.to_string()].iter().map(Into::into).collect();
+    let launch = Launch::new(env!("CARGO_BIN_EXE_w1-node"), args, etcd.endpoint(), job, 15)
+        .replicas(replicas)
+        .spares(spares)
+        .timeout(Duration::from_secs(120));
     let processes = launch.processes();
     let c = coord.clone();
     let runner = std::thread::spawn(move || launch.run(c).expect("the launch runs"));
@@ -146,7 +172,7 @@ fn signal(pid: u32, sig: &str) {
 #[test]
 fn f6_a_frozen_primary_is_replaced_and_fenced_when_it_wakes() {
     let etcd = EtcdServer::start();
-    let (processes, runner, coord, rt) = launch_long(&etcd, "f6", 1);
+    let (processes, runner, coord, rt) = launch_long(&etcd, "f6", 1, 1);
     let c = &*coord;
     rt.block_on(async {
         epoch_reaches(c, "f6", 3).await;
@@ -185,10 +211,101 @@ fn f6_a_frozen_primary_is_replaced_and_fenced_when_it_wakes() {
     assert!(recorded > 10);
 }
 
+/// The node id of task `t`'s backup in slot 1.
+async fn backup_of(coord: &dyn Coordinator, job: &str, t: u64) -> u64 {
+    let kv = coord.get(&format!("/taskgraph/{job}/tasks/{t}/backup/1")).await.unwrap().expect("task has a backup");
+    String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap()
+}
+
+/// Waits (bounded) until task `t` has a primary with a term above `term`;
+/// its node.
+async fn new_primary(coord: &dyn Coordinator, job: &str, t: u64, term: i64) -> u64 {
+    let key = format!("/taskgraph/{job}/tasks/{t}/primary");
+    let mut watch = coord.watch(&key, 0).await.unwrap();
+    loop {
+        if let Some(kv) = coord.get(&key).await.unwrap() {
+            if kv.create_revision > term {
+                return String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap();
+            }
+        }
+        let next = tokio::time::timeout(Duration::from_secs(30), watch.next()).await;
+        assert!(matches!(next, Ok(Some(Ok(_)))), "no takeover of task {t}: {next:?}");
+    }
+}
+
+/// What task `t` recorded of its progress at the end.
+async fn computed(coord: &dyn Coordinator, job: &str, t: u64) -> Vec<u32> {
+    let kv = coord.get(&format!("/taskgraph/{job}/records/computed/{t}")).await.unwrap().expect("the task recorded its progress");
+    String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect()
+}
+
+#[test]
+fn f6_with_a_hot_backup_a_frozen_primary_is_replaced_by_its_backup_and_fenced() {
+    let etcd = EtcdServer::start();
+    let (processes, runner, coord, rt) = launch_long(&etcd, "f6b", 1, 2);
+    let c = &*coord;
+    rt.block_on(async {
+        epoch_reaches(c, "f6b", 3).await;
+        let (node, term) = primary_of(c, "f6b", 5).await;
+        let backup = backup_of(c, "f6b", 5).await;
+        let pid = processes.pids_by_node().into_iter().find(|(n, _)| *n == node).unwrap().1;
+        signal(pid, "-STOP");
+        // Its lease runs out; its backup, not a spare, takes task 5 over.
+        assert_eq!(new_primary(c, "f6b", 5, term).await, backup);
+        let now = epoch_reaches(c, "f6b", 0).await;
+        epoch_reaches(c, "f6b", now + 5).await;
+        // Woken, the old primary finds it lost its term and steps down.
+        signal(pid, "-CONT");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while processes.pids().contains(&pid) {
+            assert!(std::time::Instant::now() < deadline, "the woken old primary did not step down");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let now = epoch_reaches(c, "f6b", 0).await;
+        epoch_reaches(c, "f6b", now + 3).await;
+        stop_job(c, "f6b").await;
+    });
+    let report = runner.join().unwrap();
+    assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
+    assert!(rt.block_on(values_are_exact(c, "f6b")) > 10);
+    // Task 5's progress came through the takeover whole.
+    let counts = rt.block_on(computed(c, "f6b", 5));
+    assert!(counts.iter().all(|&n| n >= 1), "task 5 lost progress: {counts:?}");
+}
+
+#[test]
+fn f5_when_both_replicas_of_a_task_die_a_spare_takes_over_and_the_values_stay_exact() {
+    let etcd = EtcdServer::start();
+    let (processes, runner, coord, rt) = launch_long(&etcd, "f5both", 1, 2);
+    let c = &*coord;
+    rt.block_on(async {
+        epoch_reaches(c, "f5both", 4).await;
+        let (node, term) = primary_of(c, "f5both", 6).await;
+        let backup = backup_of(c, "f5both", 6).await;
+        let pids = processes.pids_by_node();
+        let pid_of = |n: u64| pids.iter().find(|(id, _)| *id == n).unwrap().1;
+        signal(pid_of(backup), "-KILL");
+        signal(pid_of(node), "-KILL");
+        let replacement = new_primary(c, "f5both", 6, term).await;
+        assert_ne!(replacement, backup);
+        let now = epoch_reaches(c, "f5both", 0).await;
+        epoch_reaches(c, "f5both", now + 4).await;
+        stop_job(c, "f5both").await;
+    });
+    let report = runner.join().unwrap();
+    assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
+    assert!(rt.block_on(values_are_exact(c, "f5both")) >= 8);
+    // The spare started from nothing: task 6's progress before the
+    // failure is gone (W1 needs none of it to go on), the rest is there.
+    let counts = rt.block_on(computed(c, "f5both", 6));
+    assert!(counts.first() == Some(&0), "task 6 kept progress no node held: {counts:?}");
+    assert!(counts.last().is_some_and(|&n| n >= 1), "{counts:?}");
+}
+
 #[test]
 fn f7_the_job_survives_an_etcd_restart() {
     let mut etcd = EtcdServer::start();
-    let (_processes, runner, coord, rt) = launch_long(&etcd, "f7", 1);
+    let (_processes, runner, coord, rt) = launch_long(&etcd, "f7", 1, 1);
     let before = rt.block_on(epoch_reaches(&*coord, "f7", 3));
     etcd.restart();
     rt.block_on(async {
