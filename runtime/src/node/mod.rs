@@ -141,6 +141,9 @@ pub(crate) enum Event {
     FetchDone { seq: u64, attempt: u32, result: Result<Fetched, FetchFailure> },
     /// A connection to the node at this address ended by itself.
     PeerGone(SocketAddr),
+    /// A backup's attempt to watch its primary at `addr` finished
+    /// (`refused`: nothing listens there any more).
+    Watching { refused: bool, addr: SocketAddr },
     /// Nothing listens where task `task`'s primary (as of `mod_revision`)
     /// was: its process is gone.
     PrimaryGone { task: TaskId, mod_revision: i64 },
@@ -287,6 +290,8 @@ struct Loop {
     stream: Stream,
     /// The epoch whose replies `served` holds.
     served_epoch: Option<Epoch>,
+    /// A backup's watch of its primary is being set up.
+    watching: bool,
     task: Option<Box<dyn Task>>,
     epoch: Epoch,
     entered: bool,
@@ -430,6 +435,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         backups: HashMap::new(),
         stream: Stream::default(),
         served_epoch: None,
+        watching: false,
         task: None,
         epoch: 0,
         entered: false,
@@ -595,6 +601,14 @@ impl Loop {
                             f.delivered = delivered;
                         }
                     }
+                }
+                Ok(())
+            }
+            Event::Watching { refused, addr } => {
+                self.watching = false;
+                if refused {
+                    // The primary's process is gone (its port is closed).
+                    let _ = self.tx.send(Event::PeerGone(addr));
                 }
                 Ok(())
             }
@@ -848,11 +862,13 @@ impl Loop {
     fn watch_primary(&mut self) {
         let Some((t, _)) = self.backup_of else { return };
         let Some(p) = self.primaries.get(&t).copied() else { return };
-        let peers = self.peers.clone();
+        let (peers, tx) = (self.peers.clone(), self.tx.clone());
         self.spawner.spawn(async move {
-            if let Err(e) = peers.connect(p.addr).await {
+            let result = peers.connect(p.addr).await;
+            if let Err(e) = &result {
                 tracing::debug!(addr = %p.addr, error = ?e, "cannot watch the primary");
             }
+            let _ = tx.send(Event::Watching { refused: matches!(result, Err(FetchFailure::Refused(_))), addr: p.addr });
         });
     }
 
@@ -1607,6 +1623,14 @@ impl Loop {
         let flags: Vec<usize> = (0..self.flags.len()).filter(|&i| !self.flags[i].in_flight && !self.flags[i].delivered).collect();
         for i in flags {
             self.send_flag(i);
+        }
+        // A backup keeps its watch on its primary open (a connection can
+        // end for reasons of its own; the primary may have moved).
+        if let Some((t, _)) = self.backup_of {
+            if self.primaries.get(&t).is_some_and(|p| !self.peers.connected(p.addr)) && !self.watching {
+                self.watching = true;
+                self.watch_primary();
+            }
         }
         // Tasks nobody holds (a missed race, or backups that did not take
         // over): a caught-up backup of the task claims it at once; a spare,

@@ -730,6 +730,11 @@ impl Peers {
         Ok(Fetched { frame: Arc::new(frame), term })
     }
 
+    /// Whether a live connection to `addr` is open.
+    pub(crate) fn connected(&self, addr: SocketAddr) -> bool {
+        self.live_client(addr).is_some()
+    }
+
     /// Opens (or keeps) a connection to `addr`: its ending by itself is
     /// then reported as `PeerGone`.
     pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<(), FetchFailure> {
