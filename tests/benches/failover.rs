@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p taskgraph-tests --bench failover`
 //!
-//! * **P4-like, SIGKILL** (no hot backup yet: a spare takes the task over
+//! * **P4-like, SIGKILL** (without hot backups: a spare takes the task over
 //!   and redoes the epoch): W1 as node processes (`w1-node`, 15 tasks + 2
 //!   spares, supervised by `taskgraph::launch::Launch`) on a real etcd
 //!   (`taskgraph_tests::etcd::EtcdServer`: 10 ms heartbeat, 50 ms election
@@ -654,7 +654,7 @@ fn main() {
     let (leaf, inner, root) = (by_kind(Kind::Leaf), by_kind(Kind::Inner), by_kind(Kind::Root));
     let limit = Duration::from_millis(300);
     println!(
-        "   P4 target (with a hot backup, not built yet): kill -> next response, median < 300 ms; here kill -> epoch advance,"
+        "   P4 target (it is for a hot backup, below): kill -> next response, median < 300 ms; here, with spares, kill -> epoch advance,"
     );
     println!(
         "   median by kind: leaf {:.0} ms {}, inner {:.0} ms {}, root {:.0} ms {}",
@@ -771,7 +771,7 @@ fn main() {
     println!("notes:");
     println!("  'old key deleted': the watch saw the old primary key go: 'expired' = in the same revision as the old");
     println!("     node's registration key (its lease ended), 'evicted' = alone (a requester's compare-and-delete after");
-    println!("     its connection to the dead address was refused). 'new primary': a spare created the key (new term).");
+    println!("     its connection to the dead address was refused). 'new primary': a spare or a backup created the key (new term).");
     println!("  'epoch advance (redo)': the first change of the job's epoch after the takeover in etcd's revision order,");
     println!("     i.e. the first epoch completed with the replacement's answers. Watch delivery adds ~0.3 ms.");
     println!("  SIGKILL is sent with kill(2) right after the start stamp; SIGSTOP/SIGCONT run kill(1) (~1-2 ms included).");
