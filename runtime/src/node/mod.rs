@@ -231,6 +231,19 @@ impl Stream {
         }
     }
 
+    /// Empties the replies of epochs before `epoch` kept in the log (no
+    /// one asks for them any more; positions stay).
+    fn forget_replies_before(&mut self, epoch: Epoch) {
+        for e in &mut self.log {
+            if let ReplicaEntry::Served { epoch: at, frame, range, .. } = e {
+                if *at < epoch && range.start != range.end {
+                    *frame = Arc::new(Vec::new());
+                    *range = 0..0;
+                }
+            }
+        }
+    }
+
     /// Restarts the log at a snapshot (positions go on).
     fn rebase(&mut self, snapshot: ReplicaEntry) {
         self.log.clear();
@@ -990,6 +1003,7 @@ impl Loop {
         self.epoch = e;
         self.shared.set_epoch(e);
         self.stream.served.retain(|_, (epoch, _)| *epoch >= e);
+        self.stream.forget_replies_before(e);
         if self.role.is_some() {
             self.enter(e).await
         } else {
@@ -1017,6 +1031,8 @@ impl Loop {
                 // backup that joins later need not replay it all.
                 let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
                 self.stream.rebase(ReplicaEntry::Snapshot(Arc::new(snapshot)));
+            } else {
+                self.stream.forget_replies_before(e);
             }
             self.served_epoch = Some(e);
         }
@@ -1733,5 +1749,55 @@ impl Loop {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(e: &ReplicaEntry) -> Option<(Epoch, usize, bool)> {
+        match e {
+            ReplicaEntry::Served { epoch, range, last, .. } => Some((*epoch, range.len(), *last)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_big_reply_is_streamed_in_parts_of_one_batch() {
+        let mut stream = Stream::begin(7, false, ReplicaEntry::Start);
+        let frame = Arc::new(vec![1u8; 2 * transport::REPLICA_BATCH_BYTES + 10]);
+        stream.push_served(3, 1, 4, &frame);
+        assert_eq!((stream.base, stream.end), (1, 4));
+        let parts: Vec<_> = stream.log.iter().filter_map(served).collect();
+        let b = transport::REPLICA_BATCH_BYTES;
+        assert_eq!(parts, vec![(3, b, false), (3, b, false), (3, 10, true)]);
+        // A batch stays within one batch's bytes: each part goes alone.
+        assert_eq!(stream.batch(1).len(), 1);
+        assert_eq!(stream.batch(2).len(), 1);
+        assert_eq!(stream.batch(3).len(), 1);
+        assert_eq!(stream.batch(4).len(), 1);
+    }
+
+    #[test]
+    fn replies_of_past_epochs_are_emptied_and_positions_kept() {
+        let mut stream = Stream::begin(7, false, ReplicaEntry::Start);
+        stream.push_served(3, 1, 4, &Arc::new(vec![1u8; 100]));
+        stream.push(ReplicaEntry::Update(Arc::new(vec![9])));
+        stream.push_served(4, 1, 4, &Arc::new(vec![2u8; 50]));
+        stream.forget_replies_before(4);
+        let parts: Vec<_> = stream.log.iter().filter_map(served).collect();
+        assert_eq!(parts, vec![(3, 0, true), (4, 50, true)]);
+        assert_eq!((stream.base, stream.end, stream.log.len()), (1, 4, 4));
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_log_where_the_positions_are() {
+        let mut stream = Stream::begin(7, true, ReplicaEntry::Snapshot(Arc::new(vec![0])));
+        stream.push(ReplicaEntry::Update(Arc::new(vec![1])));
+        stream.push(ReplicaEntry::Update(Arc::new(vec![2])));
+        stream.rebase(ReplicaEntry::Snapshot(Arc::new(vec![3])));
+        assert_eq!((stream.base, stream.end, stream.log.len()), (4, 4, 1));
+        assert!(matches!(stream.batch(4)[0], ReplicaEntry::Snapshot(_)));
     }
 }
