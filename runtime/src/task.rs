@@ -28,6 +28,11 @@
 //!   over: it builds the task anew (`init`), enters the current epoch and
 //!   redoes that epoch's work; neighbours get `neighbour_restarted`, and
 //!   their outstanding fetches move to the new node by themselves.
+//! * **Hot standby.** With `Job::replicas(n)`, a task also has backups that
+//!   follow its replication stream ([`Context::replicate`],
+//!   [`Task::apply_update`]); one of them takes the task over instead of a
+//!   spare, holding every update the primary made before anything it did
+//!   became visible to other tasks, and the replies it released this epoch.
 
 use std::fmt;
 use std::sync::Arc;
