@@ -7,7 +7,7 @@
 //!
 //! * [`message`]: typed messages that travel as Cap'n Proto, declared with
 //!   `#[derive(Message)]` on plain Rust types;
-//! * [`graph`], [`task`], [`job`]: a job's tasks, topology and typed edges,
+//! * [`graph`], [`task`](mod@task), [`job`]: a job's tasks, topology and typed edges,
 //!   and the handlers a task implements;
 //! * [`dsl`]: what the graph macros (`taskgraph!`, `#[task]`,
 //!   `#[topology]`) generate code against;
