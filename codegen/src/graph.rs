@@ -625,7 +625,8 @@ pub fn emit(m: &Model) -> TokenStream {
             Some(e) => quote!(::core::option::Option::Some(#e)),
             None => quote!(::core::option::Option::None),
         };
-        quote!(::taskgraph::dsl::RoleSpec { name: #name, first: #first, end: #end })
+        let replicated = r.replicated.is_some();
+        quote!(::taskgraph::dsl::RoleSpec { name: #name, first: #first, end: #end, replicated: #replicated })
     });
     let edge_specs = m.edges.iter().map(|e| {
         let name = e.name.to_string();

@@ -54,6 +54,9 @@ pub struct RoleSpec {
     pub first: TaskId,
     /// One past its last task id; `None` for every task from `first` on.
     pub end: Option<TaskId>,
+    /// Whether its tasks keep replicated state (`replicated(..)`): only
+    /// they get hot backups in a job with `replicas > 1`.
+    pub replicated: bool,
 }
 
 /// A typed edge: the `fetchers` fetch `message` over `link` from
@@ -752,9 +755,9 @@ mod tests {
         name: "Tree",
         job: "tree",
         roles: &[
-            RoleSpec { name: "Root", first: 0, end: Some(1) },
-            RoleSpec { name: "Inner", first: 1, end: Some(3) },
-            RoleSpec { name: "Leaf", first: 3, end: None },
+            RoleSpec { name: "Root", first: 0, end: Some(1), replicated: true },
+            RoleSpec { name: "Inner", first: 1, end: Some(3), replicated: false },
+            RoleSpec { name: "Leaf", first: 3, end: None, replicated: false },
         ],
         edges: &[
             EdgeSpec { name: "param", message: "Param", link: 0, fetchers: &[1, 2], sources: &[0, 1] },

@@ -111,9 +111,19 @@ impl Job {
         self
     }
 
-    /// How many nodes hold each task.
+    /// How many nodes hold each task (at most: see [`replicas_of`](Self::replicas_of)).
     pub fn replica_count(&self) -> u32 {
         self.replicas
+    }
+
+    /// How many nodes hold task `task`: [`replicas`](Self::replicas), but
+    /// 1 for a task whose role in the job's graph is not `replicated(..)`
+    /// (it has no state for a backup to hold).
+    pub fn replicas_of(&self, task: TaskId) -> u32 {
+        match self.graph {
+            Some(g) if !g.role_of(task).is_some_and(|r| g.roles.get(r as usize).is_some_and(|r| r.replicated)) => 1,
+            _ => self.replicas,
+        }
     }
 
     /// The graph the job runs (set by `taskgraph!`'s generated `job`):

@@ -128,7 +128,7 @@ impl LocalCluster {
 
         let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
         let replicas = self.job.replicas as usize;
-        let nodes = self.job.tasks as usize * replicas + self.spares;
+        let nodes = (0..self.job.tasks).map(|t| self.job.replicas_of(t) as usize).sum::<usize>() + self.spares;
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -155,9 +155,11 @@ impl LocalCluster {
             Ok(())
         };
         // A primary and its backups for every task.
-        for _ in 0..replicas {
+        for r in 0..replicas {
             for t in 0..self.job.tasks {
-                start(Some(t), &mut live)?;
+                if r < self.job.replicas_of(t) as usize {
+                    start(Some(t), &mut live)?;
+                }
             }
         }
         for _ in 0..self.spares {

@@ -634,11 +634,13 @@ const _: () = {
                     name: "Root",
                     first: 0u64,
                     end: ::core::option::Option::Some(1u64),
+                    replicated: true,
                 },
                 ::taskgraph::dsl::RoleSpec {
                     name: "Worker",
                     first: 1u64,
                     end: ::core::option::Option::None,
+                    replicated: true,
                 },
             ],
             edges: &[

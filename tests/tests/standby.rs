@@ -169,3 +169,135 @@ fn w1_with_hot_backups_keeps_every_tasks_progress_through_kills_of_primaries() {
     assert!(again <= 4, "{again} epochs computed again: {computed:?}");
     assert_eq!(regression::takeovers(&result).len(), 4, "{:?}", regression::takeovers(&result));
 }
+
+/// Two roles, one replicated: only its tasks get hot backups.
+mod mixed {
+    use super::*;
+
+    #[topology(helpers <-> keeper)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Star {
+        pub tasks: u64,
+    }
+
+    impl StarLinks for Star {
+        fn helpers(&self, task: TaskId, _: Epoch) -> Vec<TaskId> {
+            if task == 0 {
+                (1..self.tasks).collect()
+            } else {
+                vec![]
+            }
+        }
+        fn keeper(&self, task: TaskId, _: Epoch) -> Vec<TaskId> {
+            if task == 0 {
+                vec![]
+            } else {
+                vec![0]
+            }
+        }
+    }
+
+    #[derive(Message, Debug, Clone, PartialEq)]
+    pub struct Tick {
+        #[capnp(ordinal = 0)]
+        pub value: u64,
+    }
+
+    #[derive(Message, Debug, Clone, PartialEq, Default)]
+    pub struct Count {
+        #[capnp(ordinal = 0)]
+        pub total: u64,
+        #[capnp(ordinal = 1)]
+        pub next: u64,
+    }
+
+    taskgraph! {
+        graph Mixed(topology = Star) {
+            messages Tick, Count;
+            role Keeper = 0 replicated(Count);
+            role Helper = 1..;
+            Keeper fetches Tick over helpers from Helper;
+        }
+    }
+
+    /// Adds its helpers' ticks every epoch (once per epoch, whoever
+    /// computes it), keeping the sum replicated.
+    #[task(Mixed::Keeper)]
+    pub struct Keeper {
+        count: Count,
+        pending: usize,
+        last_epoch: Epoch,
+    }
+
+    impl KeeperHandlers for Keeper {
+        fn enter_epoch(&mut self, cx: &mut KeeperCx<'_>, epoch: Epoch) {
+            assert_eq!(self.count.next, epoch, "the keeper's state is at epoch {}", self.count.next);
+            self.pending = cx.fetch_tick();
+        }
+        fn on_tick(&mut self, cx: &mut KeeperCx<'_>, _from: TaskId, tick: Fetched<Tick>) {
+            self.count.total += tick.value;
+            self.pending -= 1;
+            if self.pending == 0 {
+                self.count.next = cx.epoch() + 1;
+                cx.replicate(&self.count);
+                let e = cx.epoch();
+                cx.record(format!("total/{e:02}"), self.count.total.to_string());
+                if e >= self.last_epoch {
+                    cx.end_job();
+                } else {
+                    cx.advance_epoch();
+                }
+            }
+        }
+        fn became_primary(&mut self, _: &mut KeeperCx<'_>, _term: u64) {}
+        fn became_backup(&mut self, _: &mut KeeperCx<'_>) {}
+        fn apply_update(&mut self, _: &mut KeeperCx<'_>, update: Count) {
+            self.count = update;
+        }
+        fn snapshot(&self) -> Option<Count> {
+            Some(self.count.clone())
+        }
+    }
+
+    #[task(Mixed::Helper)]
+    pub struct Helper;
+
+    impl HelperHandlers for Helper {
+        fn enter_epoch(&mut self, _: &mut HelperCx<'_>, _: Epoch) {}
+        fn serve_tick(&mut self, cx: &mut HelperCx<'_>, _to: TaskId) -> Serve<Tick> {
+            Serve::now(&Tick { value: cx.task() * 10 + cx.epoch() })
+        }
+    }
+
+    fn job(last_epoch: Epoch) -> Job {
+        Mixed::job(
+            Star { tasks: 4 },
+            4,
+            MixedTasks { keeper: move |_| Keeper { count: Count::default(), pending: 0, last_epoch }, helper: |_| Helper },
+        )
+        .replicas(2)
+        .lease_ttl(Duration::from_millis(300))
+    }
+
+    #[test]
+    fn only_the_replicated_role_gets_backups_and_its_state_survives_its_primary() {
+        let job = job(6).named("standby-mixed");
+        assert_eq!((0..4).map(|t| job.replicas_of(t)).collect::<Vec<_>>(), vec![2, 1, 1, 1]);
+        let plan = Faults::new(1)
+            .at(FaultPoint::DataReceived { task: 0, epoch: 3, from: 2, edge: Mixed::TICK.id })
+            .at(FaultPoint::BeforeServe { task: 2, epoch: 4, to: 0, edge: Mixed::TICK.id });
+        let result = LocalCluster::new(job).spares(1).faults(plan).timeout(Duration::from_secs(60)).run().unwrap();
+        assert_eq!(result.status, JobStatus::Done, "{result:?}");
+        assert_eq!(result.kills, 2);
+        // 2 nodes for the keeper, 1 for each helper, 1 spare, and a
+        // replacement per kill.
+        assert_eq!(result.nodes_started, 2 + 3 + 1 + 2);
+        // The keeper's total is exact: its backup had the sum (a fresh
+        // keeper would have failed its state assertion at entry).
+        let mut total = 0;
+        for e in 0..=6u64 {
+            total += (1..4).map(|t| t * 10 + e).sum::<u64>();
+            assert_eq!(text(&result, &format!("total/{e:02}")), total.to_string(), "epoch {e}");
+        }
+    }
+}

@@ -841,7 +841,7 @@ impl Loop {
 
     /// Tries to become a backup of task `t` (a free slot of `1..replicas`).
     async fn try_backup(&mut self, t: TaskId) -> Result<(), Exit> {
-        for slot in 1..self.cfg.job.replicas {
+        for slot in 1..self.cfg.job.replicas_of(t) {
             if self.holds_task() || self.backups.get(&t).is_some_and(|m| m.contains_key(&slot)) {
                 continue;
             }
@@ -918,7 +918,7 @@ impl Loop {
                 if !self.stream_is_ours(term) {
                     self.task = Some((self.cfg.job.factory)(t));
                     self.call(|task, cx| task.init(cx));
-                    if self.cfg.job.replicas > 1 {
+                    if self.cfg.job.replicas_of(t) > 1 {
                         let snapshot = self.task.as_ref().and_then(|task| task.snapshot());
                         let first = snapshot.map(|s| ReplicaEntry::Snapshot(Arc::new(s)));
                         self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
@@ -1026,7 +1026,7 @@ impl Loop {
                 }
             }
             self.shared.clear_transfers();
-            if self.cfg.job.replicas > 1 && self.stream.snapshots && self.served_epoch.is_some() {
+            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && self.served_epoch.is_some() {
                 // A new epoch: the stream restarts at a snapshot, so that a
                 // backup that joins later need not replay it all.
                 let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
@@ -1209,7 +1209,7 @@ impl Loop {
     /// is dropped (its key deleted: it steps down if it was only slow).
     async fn sync_backups(&mut self) -> Result<(), Exit> {
         let Some((me, term)) = self.role else { return Ok(()) };
-        if self.cfg.job.replicas <= 1 {
+        if self.cfg.job.replicas_of(me) <= 1 {
             return Ok(());
         }
         let slots: Vec<(u32, Primary)> = self.backups.get(&me).map(|m| m.iter().map(|(s, b)| (*s, *b)).collect()).unwrap_or_default();
@@ -1331,7 +1331,7 @@ impl Loop {
         }
         match action {
             Action::Replicate { update } => {
-                if self.cfg.job.replicas > 1 {
+                if self.cfg.job.replicas_of(me) > 1 {
                     self.stream.push(ReplicaEntry::Update(Arc::new(update)));
                 }
             }
@@ -1348,7 +1348,7 @@ impl Loop {
                 if request.epoch != self.epoch {
                     return Ok(());
                 }
-                if self.cfg.job.replicas > 1 && !matches!(self.served.get(&(request.edge, request.from)), Some(Served::Ready(_))) {
+                if self.cfg.job.replicas_of(me) > 1 && !matches!(self.served.get(&(request.edge, request.from)), Some(Served::Ready(_))) {
                     self.stream.push_served(request.epoch, request.edge, request.from, &frame);
                     self.sync_backups().await?;
                 }
