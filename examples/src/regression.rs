@@ -167,7 +167,7 @@ impl RootHandlers for Root {
     }
 
     fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64) {
-        took_over(cx.task(), &self.progress, term, cx);
+        took_over(&self.progress, term, cx);
     }
     fn became_backup(&mut self, _cx: &mut RootCx<'_>) {}
     fn apply_update(&mut self, _cx: &mut RootCx<'_>, update: Progress) {
@@ -184,9 +184,10 @@ impl RootHandlers for Root {
 
 /// Records a takeover by a node that had the task's progress (a hot
 /// backup; a spare starts with none).
-fn took_over(task: TaskId, progress: &Progress, term: u64, cx: &mut TaskCx<'_>) {
+fn took_over(progress: &Progress, term: u64, cx: &mut TaskCx<'_>) {
     if !progress.epochs.is_empty() {
-        cx.record(format!("takeover/{task}/{term}"), format!("with progress {}", progress.text()));
+        let name = format!("takeover/{}/{term}", cx.task());
+        cx.record(name, format!("with progress {}", progress.text()));
     }
 }
 
@@ -288,7 +289,7 @@ impl WorkerHandlers for Worker {
     }
 
     fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64) {
-        took_over(cx.task(), &self.progress, term, cx);
+        took_over(&self.progress, term, cx);
     }
     fn became_backup(&mut self, _cx: &mut WorkerCx<'_>) {}
     fn apply_update(&mut self, _cx: &mut WorkerCx<'_>, update: Progress) {

@@ -202,6 +202,9 @@ struct Stream {
     /// then on the primary syncs it before every effect, so it holds
     /// everything the world has seen of the task: it may take over.
     ready: bool,
+    /// Log entries before this index hold no reply of a past epoch (the
+    /// stream is in time order, so the next forgetting starts here).
+    forgotten: usize,
 }
 
 impl Stream {
@@ -234,20 +237,29 @@ impl Stream {
     /// Empties the replies of epochs before `epoch` kept in the log (no
     /// one asks for them any more; positions stay).
     fn forget_replies_before(&mut self, epoch: Epoch) {
-        for e in &mut self.log {
+        for e in &mut self.log[self.forgotten..] {
             if let ReplicaEntry::Served { epoch: at, frame, range, .. } = e {
-                if *at < epoch && range.start != range.end {
-                    *frame = Arc::new(Vec::new());
-                    *range = 0..0;
+                if *at >= epoch {
+                    break;
                 }
+                *frame = Arc::new(Vec::new());
+                *range = 0..0;
             }
+            self.forgotten += 1;
         }
+    }
+
+    /// Empties the log; the next entry takes position `next`.
+    fn restart_at(&mut self, next: u64) {
+        self.log.clear();
+        self.forgotten = 0;
+        self.base = next;
+        self.end = next - 1;
     }
 
     /// Restarts the log at a snapshot (positions go on).
     fn rebase(&mut self, snapshot: ReplicaEntry) {
-        self.log.clear();
-        self.base = self.end + 1;
+        self.restart_at(self.end + 1);
         self.push(snapshot);
     }
 
@@ -739,7 +751,9 @@ impl Loop {
                 tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
                 return Err(NodeExit::LostLease);
             }
-            self.stream.acked.remove(&slot).filter(|_| self.role.is_some_and(|(me, _)| me == t));
+            if self.role.is_some_and(|(me, _)| me == t) {
+                self.stream.acked.remove(&slot);
+            }
             // A freed slot (or a task now without backups) may be work
             // for a spare.
             return self.find_work().await;
@@ -1144,17 +1158,14 @@ impl Loop {
                 return Ok((Status::ok(self.epoch, 0), 0));
             }
             self.stream = Stream { term: batch.term, snapshots: self.stream.snapshots, ..Default::default() };
-            self.stream.end = batch.first - 1;
-            self.stream.base = batch.first;
+            self.stream.restart_at(batch.first);
         }
         let applied = self.stream.end;
         if batch.first != applied + 1 {
             if !(resets(batch.entries.first()) && batch.first > applied) {
                 return Ok((Status::ok(self.epoch, 0), applied));
             }
-            self.stream.log.clear();
-            self.stream.base = batch.first;
-            self.stream.end = batch.first - 1;
+            self.stream.restart_at(batch.first);
         }
         for entry in batch.entries {
             if let ReplicaEntry::Update(_) = entry {
@@ -1175,14 +1186,12 @@ impl Loop {
                 self.task = Some((self.cfg.job.factory)(t));
                 self.call_backup(|task, cx| task.init(cx));
                 self.stream.served.clear();
-                self.stream.log.clear();
-                self.stream.base = self.stream.end + 1;
+                self.stream.restart_at(self.stream.end + 1);
             }
             ReplicaEntry::Snapshot(state) => {
                 self.call_backup(|task, cx| task.restore(cx, state));
                 self.stream.served.clear();
-                self.stream.log.clear();
-                self.stream.base = self.stream.end + 1;
+                self.stream.restart_at(self.stream.end + 1);
             }
             ReplicaEntry::Update(update) => self.call_backup(|task, cx| task.apply_update(cx, update)),
             ReplicaEntry::Served { epoch, edge, requester, frame, range, last } => {
@@ -1789,6 +1798,11 @@ mod tests {
         let parts: Vec<_> = stream.log.iter().filter_map(served).collect();
         assert_eq!(parts, vec![(3, 0, true), (4, 50, true)]);
         assert_eq!((stream.base, stream.end, stream.log.len()), (1, 4, 4));
+        // The next epoch's forgetting picks up where this one stopped.
+        stream.push_served(5, 1, 4, &Arc::new(vec![3u8; 20]));
+        stream.forget_replies_before(5);
+        let parts: Vec<_> = stream.log.iter().filter_map(served).collect();
+        assert_eq!(parts, vec![(3, 0, true), (4, 0, true), (5, 20, true)]);
     }
 
     #[test]
