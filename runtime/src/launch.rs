@@ -18,6 +18,12 @@ use crate::coord::Coordinator;
 use crate::graph::TaskId;
 use crate::job::{JobStatus, Keys};
 
+/// The exit status of a node process that gave up on the coordinator
+/// (unreachable at start, or for longer than a node waits it out):
+/// `EX_UNAVAILABLE` of sysexits.h. A supervisor that sees it should not
+/// just start another node, which would find the coordinator gone too.
+pub const EXIT_COORDINATOR_LOST: i32 = 69;
+
 /// What a node process is told on its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeArgs {

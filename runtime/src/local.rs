@@ -187,6 +187,10 @@ impl LocalCluster {
                             true
                         }
                         Ok(NodeExit::LostLease) => true,
+                        Ok(NodeExit::CoordinatorLost(why)) => {
+                            failure.get_or_insert_with(|| format!("node {id} gave up on the coordinator: {why}"));
+                            true
+                        }
                         Err(e) => {
                             tracing::error!(node = id, error = %e, "node failed");
                             failure.get_or_insert_with(|| format!("node {id} failed: {e}"));

@@ -107,6 +107,11 @@ pub enum NodeExit {
     Killed,
     /// It lost its lease (or its task's key) while alive.
     LostLease,
+    /// It gave up on the coordinator: unreachable for longer than the
+    /// node waits it out. A supervisor should not just restart it: the
+    /// next node would find the coordinator gone too (see
+    /// [`crate::launch::EXIT_COORDINATOR_LOST`]).
+    CoordinatorLost(String),
 }
 
 /// What a node needs to run.
