@@ -10,7 +10,7 @@
 //! | `epoch` | the current epoch, decimal | created as `0` by the first node; advanced by compare-and-swap |
 //! | `status` | `running`, `done`, or `failed: <reason>` | created by the first node; set once by the task that ends the job |
 //! | `tasks/<t>/primary` | `node=<id> addr=<ip:port>`, bound to the node's lease | created-if-absent by the node that wins task `t`; its create revision is the primary's **term** |
-//! | `tasks/<t>/backup/<slot>` | `node=<id> addr=<ip:port>`, bound to the node's lease | created-if-absent by a node that becomes a backup of task `t` (slots `1..replicas`); deleted by it when it becomes the primary |
+//! | `tasks/<t>/backup/<slot>` | `node=<id> addr=<ip:port>`, then ` ready=1` appended once the backup has caught up with its primary, bound to the node's lease | created-if-absent by a node that becomes a backup of task `t` (slots `1..replicas`); deleted by it when it becomes the primary, or by its primary when it stops following |
 //! | `nodes/<id>` | `addr=<ip:port>`, bound to the node's lease | each node, while it lives |
 //! | `records/<name>` | bytes | [`Context::record`](crate::task::Context::record) |
 //!
@@ -41,6 +41,7 @@ pub struct Job {
     pub(crate) lease_ttl: Duration,
     pub(crate) graph: Option<&'static crate::dsl::GraphSpec>,
     pub(crate) replicas: u32,
+    pub(crate) vacancy_timeout: Duration,
 }
 
 impl fmt::Debug for Job {
@@ -71,6 +72,7 @@ impl Job {
             lease_ttl: Duration::from_secs(2),
             graph: None,
             replicas: 1,
+            vacancy_timeout: Duration::from_secs(60),
         }
     }
 
@@ -96,6 +98,16 @@ impl Job {
     /// How long a silent node keeps its tasks (its lease TTL).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a task may have no node at all (its nodes died and no
+    /// spare took it over) before the job fails, saying which task: a job
+    /// that cannot go on ends clearly instead of waiting forever. 60 s by
+    /// default; a supervisor that restarts dead nodes fills a vacancy in
+    /// well under a second.
+    pub fn vacancy_timeout(mut self, timeout: Duration) -> Self {
+        self.vacancy_timeout = timeout;
         self
     }
 
@@ -185,6 +197,10 @@ impl Keys {
     pub(crate) fn tasks(&self) -> String {
         format!("{}tasks/", self.root)
     }
+    /// Every key of task `task` (its primary and backups).
+    pub(crate) fn task(&self, task: TaskId) -> String {
+        format!("{}tasks/{task}/", self.root)
+    }
     pub(crate) fn primary(&self, task: TaskId) -> String {
         format!("{}tasks/{task}/primary", self.root)
     }
@@ -212,29 +228,36 @@ impl Keys {
     }
 }
 
-/// The value of a `tasks/<t>/primary` key.
+/// The value of a `tasks/<t>/primary` or `tasks/<t>/backup/<slot>` key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PrimaryValue {
     pub(crate) node: u64,
     pub(crate) addr: std::net::SocketAddr,
+    /// On a backup key: the backup has caught up with its primary's
+    /// stream (from then on its primary syncs it before every effect), so
+    /// it can take the task over with its state (` ready=1`).
+    pub(crate) ready: bool,
 }
 
 impl PrimaryValue {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        format!("node={} addr={}", self.node, self.addr).into_bytes()
+        let ready = if self.ready { " ready=1" } else { "" };
+        format!("node={} addr={}{ready}", self.node, self.addr).into_bytes()
     }
     pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut node = None;
         let mut addr = None;
+        let mut ready = false;
         for part in text.split_whitespace() {
             match part.split_once('=')? {
                 ("node", v) => node = v.parse().ok(),
                 ("addr", v) => addr = v.parse().ok(),
+                ("ready", v) => ready = v == "1",
                 _ => {}
             }
         }
-        Some(PrimaryValue { node: node?, addr: addr? })
+        Some(PrimaryValue { node: node?, addr: addr?, ready })
     }
 }
 
@@ -282,8 +305,11 @@ mod tests {
         assert_eq!(k.backup_slot(&k.backup(12, 2)), Some((12, 2)));
         assert_eq!(k.primary_task(&k.backup(12, 2)), None);
         assert_eq!(k.backup_slot(&k.primary(12)), None);
-        let v = PrimaryValue { node: 3, addr: "127.0.0.1:5000".parse().unwrap() };
-        assert_eq!(PrimaryValue::parse(&v.encode()), Some(v));
+        let v = PrimaryValue { node: 3, addr: "127.0.0.1:5000".parse().unwrap(), ready: false };
+        assert_eq!(PrimaryValue::parse(&v.encode()), Some(v.clone()));
+        let r = PrimaryValue { ready: true, ..v };
+        assert_eq!(PrimaryValue::parse(&r.encode()), Some(r));
+        assert_eq!(k.task(1), "/taskgraph/j/tasks/1/");
         assert_eq!(PrimaryValue::parse(b"garbage"), None);
         assert_eq!(JobStatus::parse(&JobStatus::Failed("x y".into()).encode()), JobStatus::Failed("x y".into()));
     }

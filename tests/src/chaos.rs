@@ -84,8 +84,10 @@ fn alive(pid: u32) -> bool {
 /// task) as processes of `node_program`, killing one node process each
 /// time the job has advanced an epoch since the last kill, `kills` times
 /// (every fourth kill is the root's primary). With one replica the victim
-/// is any node (spares included); with hot backups it is a task's
-/// primary. `log` gets one line per kill.
+/// is any node (spares included); with hot backups it is the primary of a
+/// task whose backup has caught up (its key says `ready`: the hot-standby
+/// guarantee holds while one caught-up replica survives each kill).
+/// `log` gets one line per kill.
 pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log: impl FnMut(String)) -> ChaosReport {
     let epochs = 2 * kills as u64 + 10;
     let etcd = EtcdServer::start();
@@ -138,14 +140,22 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
                     Some((t, node, kv.mod_revision))
                 })
                 .collect();
-            let primary_of = |t: u64| primaries.iter().find(|p| p.0 == t).map(|p| p.1);
-            let root_node = primary_of(0);
+            // With hot backups, the guarantee is for a task with a caught-up
+            // backup (its key says `ready`): only such tasks' primaries die.
+            let ready: Vec<u64> = keys
+                .iter()
+                .filter(|kv| kv.key.contains("/backup/") && String::from_utf8_lossy(&kv.value).contains("ready=1"))
+                .filter_map(|kv| kv.key.strip_prefix(&tasks_prefix)?.split('/').next()?.parse().ok())
+                .collect();
+            let primary_of = |t: u64| primaries.iter().find(|p| p.0 == t).map(|p| p.1).filter(|_| replicas == 1 || ready.contains(&t));
+            let root_node = primaries.iter().find(|p| p.0 == 0).map(|p| p.1);
             let pids = processes.pids_by_node();
             let pid_of = |n: u64| pids.iter().find(|(id, _)| *id == n).copied();
             let victim = if killed.len() % 4 == 0 {
-                root_node.and_then(pid_of)
+                primary_of(0).and_then(pid_of)
             } else if replicas > 1 {
-                primary_of(1 + rng.next() % 14).and_then(pid_of)
+                let first = rng.next() % 14;
+                (0..14).map(|i| 1 + (first + i) % 14).find_map(primary_of).and_then(pid_of)
             } else {
                 None
             }

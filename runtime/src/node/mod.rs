@@ -10,6 +10,7 @@
 //! from peers, answers to this node's fetches, coordinator changes, and a
 //! retry tick. Handlers' actions run in order after each handler.
 
+mod lease;
 mod transport;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;
 pub(crate) use transport::{FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
+use lease::{Keeper, LeaseNews, SureUntil};
 use transport::{Peers, Shared, Spawner};
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
@@ -297,14 +299,26 @@ struct Primary {
     term: u64,
     /// The revision of the key's last write (to delete exactly this one).
     mod_revision: i64,
+    /// A backup that has caught up with its primary (see `PrimaryValue`).
+    ready: bool,
 }
 
 struct Loop {
     cfg: NodeConfig,
     keys: Keys,
     lease: LeaseId,
-    /// Until when the lease is certainly alive (see `keep_alive`).
-    lease_sure_until: Rc<std::cell::Cell<Instant>>,
+    /// Until when the lease is certainly alive (see `lease`).
+    lease_sure_until: SureUntil,
+    /// The keep-alive loop of `lease`, and where it reports.
+    keeper: Keeper,
+    lease_news: mpsc::UnboundedSender<LeaseNews>,
+    /// When this node last took its keys again after losing its lease.
+    rejoined_at: Option<Instant>,
+    /// When to look for tasks vacant for too long next (see
+    /// `Job::vacancy_timeout`), and whether this node has failed the job
+    /// for one already.
+    next_vacancy_check: Instant,
+    gave_up: bool,
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
     spawner: Spawner,
@@ -336,11 +350,20 @@ struct Loop {
     flags: Vec<SentFlag>,
     outstanding: HashMap<u64, Outstanding>,
     next_seq: u64,
-    /// Tasks whose primary key was seen deleted, and since when (for
-    /// backups and spares to claim).
-    vacant: HashMap<TaskId, Instant>,
+    /// Tasks whose primary key was seen deleted (for backups and spares
+    /// to claim; see `fill_vacancy`).
+    vacant: HashMap<TaskId, Vacancy>,
     /// Actions of handlers, run in order by `apply_pending`.
     pending: std::collections::VecDeque<Action>,
+}
+
+/// A task without a primary, as this node knows it.
+#[derive(Clone, Copy, Debug)]
+struct Vacancy {
+    /// Since when.
+    since: Instant,
+    /// When this node looks at it again (if it can claim it).
+    next_look: Instant,
 }
 
 const MAX_HELD: usize = 100_000;
@@ -416,7 +439,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let lease = coord.grant(cfg.job.lease_ttl).await?;
     // The lease cannot end before a TTL after the last keep-alive that
     // succeeded was sent: until then this node knows it still holds it.
-    let lease_sure_until = Rc::new(std::cell::Cell::new(granted_at + cfg.job.lease_ttl));
+    let lease_sure_until = SureUntil::new(granted_at + cfg.job.lease_ttl);
     if coord.create(&keys.node(cfg.node_id), format!("addr={addr}").as_bytes(), Some(lease)).await?.is_err() {
         let _ = coord.revoke(lease).await;
         return Err(crate::Error::Node(format!("node id {} is in use by a live node of job `{}`", cfg.node_id, cfg.job.name)));
@@ -429,7 +452,8 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
     let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone(), tx.clone()));
     spawner.spawn(transport::serve(listener, tx.clone(), shared.clone(), spawner.clone()));
-    spawner.spawn(keep_alive(coord.clone(), lease, cfg.job.lease_ttl, tx.clone(), lease_sure_until.clone()));
+    let (lease_news, lease_rx) = mpsc::unbounded_channel();
+    let keeper = lease::keep(coord.clone(), lease, cfg.job.lease_ttl, COORDINATOR_PATIENCE, lease_sure_until.clone(), lease_news.clone());
 
     let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
     // Watch only what the loop acts on (not records, which would wake
@@ -450,11 +474,16 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         });
     }
 
-    let value = PrimaryValue { node: cfg.node_id, addr }.encode();
+    let value = PrimaryValue { node: cfg.node_id, addr, ready: false }.encode();
     let mut node = Loop {
         keys,
         lease,
         lease_sure_until,
+        keeper,
+        lease_news,
+        rejoined_at: None,
+        next_vacancy_check: Instant::now(),
+        gave_up: false,
         value,
         tx,
         spawner,
@@ -481,47 +510,12 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         pending: Default::default(),
         cfg,
     };
-    let exit = node.main(snapshot, rx).await;
+    let exit = node.main(snapshot, rx, lease_rx).await;
     // A clean end gives the lease back; a killed node just vanishes.
     if matches!(exit, NodeExit::JobEnded(_)) {
-        let _ = coord.revoke(lease).await;
+        let _ = coord.revoke(node.lease).await;
     }
     Ok(exit)
-}
-
-async fn keep_alive(
-    coord: Arc<dyn Coordinator>,
-    lease: LeaseId,
-    ttl: Duration,
-    tx: mpsc::UnboundedSender<Event>,
-    sure_until: Rc<std::cell::Cell<Instant>>,
-) {
-    let period = (ttl / 3).max(Duration::from_millis(10));
-    let mut unreachable_since: Option<Instant> = None;
-    loop {
-        tokio::time::sleep(period).await;
-        let sent = Instant::now();
-        match coord.keep_alive(lease).await {
-            Ok(()) => {
-                sure_until.set(sent + ttl);
-                unreachable_since = None;
-            }
-            // The coordinator is away (restarting, say): etcd gives every
-            // lease a full TTL when it is back, so keep trying, for a while.
-            Err(CoordError::Unavailable(why)) => {
-                let since = *unreachable_since.get_or_insert(sent);
-                if since.elapsed() > COORDINATOR_PATIENCE {
-                    let _ = tx.send(Event::CoordLost(format!("the coordinator has been unreachable for {:?}: {why}", since.elapsed())));
-                    return;
-                }
-                tracing::debug!(%why, "keep-alive: coordinator unreachable; retrying");
-            }
-            Err(e) => {
-                let _ = tx.send(Event::CoordLost(format!("keep-alive failed: {e}")));
-                return;
-            }
-        }
-    }
 }
 
 /// How long a node waits out an unreachable coordinator before it gives
@@ -550,7 +544,12 @@ where
 }
 
 impl Loop {
-    async fn main(&mut self, snapshot: Vec<KeyValue>, mut rx: mpsc::UnboundedReceiver<Event>) -> NodeExit {
+    async fn main(
+        &mut self,
+        snapshot: Vec<KeyValue>,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut lease_rx: mpsc::UnboundedReceiver<LeaseNews>,
+    ) -> NodeExit {
         for kv in snapshot {
             if let Some(exit) = self.on_put(kv).await {
                 return exit;
@@ -558,6 +557,14 @@ impl Loop {
         }
         if let JobStatus::Done | JobStatus::Failed(_) = self.status {
             return NodeExit::JobEnded(self.status.clone());
+        }
+        // A task nobody holds yet is vacant from now on (a job started
+        // with too few nodes fails after `vacancy_timeout`).
+        let now = Instant::now();
+        for t in 0..self.cfg.job.tasks {
+            if !self.primaries.contains_key(&t) {
+                self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
+            }
         }
         if let Err(exit) = self.find_work().await {
             return exit;
@@ -570,6 +577,7 @@ impl Loop {
                     Some(event) => self.handle(event).await,
                     None => Err(NodeExit::LostLease),
                 },
+                Some(news) = lease_rx.recv() => self.on_lease_news(news).await,
                 _ = tick.tick() => self.retry_due().await,
             };
             if result.is_ok() {
@@ -599,6 +607,16 @@ impl Loop {
         }
     }
 
+    /// What a coordinator error means for this node: it gave up on an
+    /// unreachable coordinator, or it lost its lease.
+    fn coordinator_failed(&self, what: &str, e: CoordError) -> Exit {
+        tracing::warn!(node = self.cfg.node_id, error = %e, "cannot {what}");
+        match e {
+            CoordError::Unavailable(why) => NodeExit::CoordinatorLost(format!("cannot {what}: {why}")),
+            _ => NodeExit::LostLease,
+        }
+    }
+
     fn term(&self) -> u64 {
         self.role.map_or(0, |(_, term)| term)
     }
@@ -618,7 +636,7 @@ impl Loop {
             Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
             Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
             Event::Replicate(batch, respond) => {
-                let answer = self.on_replicate(batch)?;
+                let answer = self.on_replicate(batch).await?;
                 let _ = respond.send(answer);
                 Ok(())
             }
@@ -660,9 +678,9 @@ impl Loop {
                 Ok(())
             }
             Event::PrimaryGone { task, mod_revision } => {
-                if self.primaries.get(&task).is_some_and(|p| p.mod_revision == mod_revision) {
+                if let Some(p) = self.primaries.get(&task).filter(|p| p.mod_revision == mod_revision) {
                     tracing::info!(task, "the task's primary is gone (its connection ended, its port is closed); freeing the task");
-                    self.evict(task).await;
+                    self.evict(task, p.term).await;
                 }
                 Ok(())
             }
@@ -670,10 +688,10 @@ impl Loop {
                 Some(exit) => Err(exit),
                 None => Ok(()),
             },
-            Event::Coord(CoordEvent::Delete { key, .. }) => self.on_delete(&key).await,
+            Event::Coord(CoordEvent::Delete { key, revision }) => self.on_delete(&key, revision).await,
             Event::CoordLost(why) => {
                 tracing::warn!(node = self.cfg.node_id, %why, "lost the coordinator");
-                Err(NodeExit::LostLease)
+                Err(NodeExit::CoordinatorLost(why))
             }
         }
     }
@@ -714,7 +732,10 @@ impl Loop {
                 tracing::error!(key = %kv.key, "unreadable backup value");
                 return None;
             };
-            let b = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision };
+            let b = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: v.ready };
+            if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|known| known.term > b.term) {
+                return None;
+            }
             let old = self.backups.entry(t).or_default().insert(slot, b);
             if self.role.is_some_and(|(me, _)| me == t) && old.is_none_or(|o| o.term != b.term) {
                 // A new backup of ours: bring it up to date now.
@@ -729,7 +750,11 @@ impl Loop {
                 tracing::error!(key = %kv.key, "unreadable primary value");
                 return None;
             };
-            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision };
+            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false };
+            if self.primaries.get(&t).is_some_and(|p| p.term > new.term) {
+                // An older key than the one this node knows (it lags).
+                return None;
+            }
             let was_vacant = self.vacant.remove(&t).is_some();
             let old = self.primaries.insert(t, new);
             let restarted = match old {
@@ -747,14 +772,25 @@ impl Loop {
         None
     }
 
-    async fn on_delete(&mut self, key: &str) -> Result<(), Exit> {
+    async fn on_delete(&mut self, key: &str, revision: i64) -> Result<(), Exit> {
+        // The watch may lag what this node has read or written since: a
+        // deletion older than the key this node knows is about an earlier
+        // holder's key (say its own, before it took the key again).
         if let Some((t, slot)) = self.keys.backup_slot(key) {
+            if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|b| b.term as i64 > revision) {
+                return Ok(());
+            }
             if let Some(m) = self.backups.get_mut(&t) {
                 m.remove(&slot);
             }
             if self.backup_of == Some((t, slot)) {
-                tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
-                return Err(NodeExit::LostLease);
+                // Our lease lapsed (then we take the slot again), or our
+                // primary dropped us (then we stop following).
+                if self.lease_alive().await? {
+                    tracing::warn!(node = self.cfg.node_id, task = t, slot, "dropped by the task's primary: stopping");
+                    return Err(NodeExit::LostLease);
+                }
+                return self.rejoin().await;
             }
             if self.role.is_some_and(|(me, _)| me == t) {
                 self.stream.acked.remove(&slot);
@@ -764,27 +800,23 @@ impl Loop {
             return self.find_work().await;
         }
         let Some(t) = self.keys.primary_task(key) else { return Ok(()) };
+        if self.primaries.get(&t).is_some_and(|p| p.term as i64 > revision) {
+            return Ok(());
+        }
         self.primaries.remove(&t);
         if self.role.is_some_and(|(mine, _)| mine == t) {
-            // Our own key is gone while we live: our lease ended.
+            // Our own key is gone while we live: our lease lapsed, or a
+            // peer freed the task thinking us dead.
             tracing::warn!(node = self.cfg.node_id, task = t, "lost the task's key");
-            return Err(NodeExit::LostLease);
+            return self.rejoin().await;
         }
         if self.status != JobStatus::Running {
             return Ok(());
         }
-        self.vacant.insert(t, Instant::now());
-        if self.backup_of.is_some_and(|(b, _)| b == t) {
-            // Our primary is gone: take over, state and all (a backup that
-            // has not caught up yet leaves it to one that has, for a while;
-            // see `retry_due`).
-            if self.stream.ready {
-                return self.try_claim(t).await;
-            }
-            return Ok(());
-        }
+        let now = Instant::now();
+        self.vacant.insert(t, Vacancy { since: now, next_look: now });
         if self.role.is_none() {
-            return self.find_work().await;
+            return self.fill_vacancy(t).await;
         }
         self.neighbour_event(t, false);
         Ok(())
@@ -817,24 +849,99 @@ impl Loop {
         self.role.is_some() || self.backup_of.is_some()
     }
 
-    /// Whether task `t` has a backup to take it over.
-    fn has_backups(&self, t: TaskId) -> bool {
-        self.backups.get(&t).is_some_and(|m| !m.is_empty())
+    /// Task `t` has no primary (as this node knows): this node claims it
+    /// if it should, else looks again later (`retry_due`).
+    ///
+    /// Whoever holds the task's state takes it over: a backup of `t` that
+    /// has caught up with the stream claims at once. Any other node (a
+    /// spare, a backup that has not caught up) first reads the task's keys
+    /// afresh, since its own view may lag: while a caught-up backup of `t`
+    /// lives (its key says `ready`), it leaves the task to it, for up to
+    /// two lease TTLs (then that backup is stuck, and the task must go on
+    /// without its state); with no such backup, it claims at once.
+    async fn fill_vacancy(&mut self, t: TaskId) -> Result<(), Exit> {
+        if self.role.is_some() || self.status != JobStatus::Running || self.primaries.contains_key(&t) {
+            return Ok(());
+        }
+        let mine = self.backup_of.is_some_and(|(b, _)| b == t);
+        if self.backup_of.is_some() && !mine {
+            return Ok(());
+        }
+        let rejoined_lately = self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl);
+        if mine && self.stream.ready && !rejoined_lately {
+            return self.try_claim(t).await;
+        }
+        // A coordinator pause lets every lease lapse at once, this node's
+        // too: then the task's own node is about to take it again, state
+        // and all. Leave it that while.
+        if !rejoined_lately && !self.lease_alive().await? {
+            self.rejoin().await?;
+        }
+        if let Some(at) = self.rejoined_at.filter(|at| at.elapsed() < self.cfg.job.lease_ttl) {
+            if let Some(v) = self.vacant.get_mut(&t) {
+                v.next_look = at + self.cfg.job.lease_ttl;
+            }
+            return Ok(());
+        }
+        let prefix = self.keys.task(t);
+        let (kvs, _) = match patiently(|| self.cfg.coord.get_prefix(&prefix)).await {
+            Ok(read) => read,
+            Err(e) => return Err(self.coordinator_failed("read a task's keys", e)),
+        };
+        for kv in &kvs {
+            self.learn(kv);
+        }
+        if self.primaries.contains_key(&t) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let vacancy = *self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
+        let ready_elsewhere = self.backups.get(&t).is_some_and(|m| m.values().any(|b| b.ready && b.node != self.cfg.node_id));
+        let patience = 2 * self.cfg.job.lease_ttl;
+        if ready_elsewhere && now.duration_since(vacancy.since) < patience {
+            if let Some(v) = self.vacant.get_mut(&t) {
+                v.next_look = now + self.cfg.job.lease_ttl / 2;
+            }
+            return Ok(());
+        }
+        if ready_elsewhere {
+            tracing::warn!(node = self.cfg.node_id, task = t, "a caught-up backup has not taken its task over: taking it without its state");
+        }
+        self.try_claim(t).await
+    }
+
+    /// Takes in what a read of the coordinator says of a task's key.
+    fn learn(&mut self, kv: &KeyValue) {
+        let Some(v) = PrimaryValue::parse(&kv.value) else { return };
+        let holder = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: v.ready };
+        if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
+            self.backups.entry(t).or_default().insert(slot, holder);
+        } else if let Some(t) = self.keys.primary_task(&kv.key) {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.primaries.entry(t) {
+                // As the watch will say (then without an event: this is
+                // not a restart this node has seen happen).
+                e.insert(holder);
+                self.vacant.remove(&t);
+            }
+        }
     }
 
     /// A node without a task looks for one: its preferred task (the
-    /// primary, else a backup slot), else any task without a primary and
-    /// without a backup to take it over, else any free backup slot. If
-    /// there is none, it stays a spare.
+    /// primary, else a backup slot), else any task without a primary
+    /// (see `fill_vacancy`), else any free backup slot. If there is none,
+    /// it stays a spare.
     async fn find_work(&mut self) -> Result<(), Exit> {
         if self.holds_task() || self.status != JobStatus::Running {
             return Ok(());
         }
+        // Right after a lapse of every lease (a coordinator pause), the
+        // keys that went are their own nodes' to take again.
+        if self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl) {
+            return Ok(());
+        }
         let tasks = self.cfg.job.tasks;
         if let Some(t) = self.cfg.preferred_task.filter(|&t| t < tasks) {
-            if !self.primaries.contains_key(&t) && !self.has_backups(t) {
-                self.try_claim(t).await?;
-            }
+            self.fill_vacancy(t).await?;
             if !self.holds_task() {
                 self.try_backup(t).await?;
             }
@@ -843,8 +950,8 @@ impl Loop {
             if self.holds_task() {
                 return Ok(());
             }
-            if !self.primaries.contains_key(&t) && !self.has_backups(t) {
-                self.try_claim(t).await?;
+            if !self.primaries.contains_key(&t) && self.vacant.get(&t).is_none_or(|v| v.next_look <= Instant::now()) {
+                self.fill_vacancy(t).await?;
             }
         }
         for t in 0..tasks {
@@ -868,7 +975,13 @@ impl Loop {
             match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
                 Ok(Ok(kv)) => {
                     tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
-                    let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision };
+                    let me = Primary {
+                        node: self.cfg.node_id,
+                        addr: self.shared.addr(),
+                        term: kv.create_revision as u64,
+                        mod_revision: kv.mod_revision,
+                        ready: false,
+                    };
                     self.backups.entry(t).or_default().insert(slot, me);
                     self.backup_of = Some((t, slot));
                     self.task = Some((self.cfg.job.factory)(t));
@@ -878,11 +991,9 @@ impl Loop {
                     self.call_backup(|task, cx| task.became_backup(cx));
                     self.watch_primary();
                 }
-                Ok(Err(_)) => {}
-                Err(e) => {
-                    tracing::warn!(node = self.cfg.node_id, task = t, error = %e, "cannot become a backup");
-                    return Err(NodeExit::LostLease);
-                }
+                Ok(Err(existing)) => self.learn(&existing),
+                Err(CoordError::LeaseNotFound(_)) => return self.rejoin().await,
+                Err(e) => return Err(self.coordinator_failed("become a backup", e)),
             }
         }
         Ok(())
@@ -916,10 +1027,7 @@ impl Loop {
         let status_key = self.keys.status();
         match patiently(|| self.cfg.coord.get(&status_key)).await {
             Ok(Some(kv)) if JobStatus::parse(&kv.value) != JobStatus::Running => return Ok(()),
-            Err(e) => {
-                tracing::warn!(node = self.cfg.node_id, error = %e, "cannot read the job's status");
-                return Err(NodeExit::LostLease);
-            }
+            Err(e) => return Err(self.coordinator_failed("read the job's status", e)),
             _ => {}
         }
         let key = self.keys.primary(t);
@@ -929,7 +1037,8 @@ impl Loop {
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
                 self.role = Some((t, term));
                 self.shared.set_role(t as i64, term);
-                self.primaries.insert(t, Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision });
+                let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision, ready: false };
+                self.primaries.insert(t, me);
                 self.vacant.remove(&t);
                 if let Some((_, slot)) = self.backup_of.take() {
                     self.promote(t, slot, term).await;
@@ -950,11 +1059,14 @@ impl Loop {
                 self.entered = false;
                 self.enter(epoch).await
             }
-            Ok(Err(_)) => Ok(()),
-            Err(e) => {
-                tracing::warn!(node = self.cfg.node_id, task = t, error = %e, "cannot claim a task");
-                Err(NodeExit::LostLease)
+            Ok(Err(existing)) => {
+                self.learn(&existing);
+                Ok(())
             }
+            // This node's lease lapsed too (a coordinator pause): it takes
+            // its own keys again first, and looks at the task later.
+            Err(CoordError::LeaseNotFound(_)) => self.rejoin().await,
+            Err(e) => Err(self.coordinator_failed("claim a task", e)),
         }
     }
 
@@ -976,7 +1088,7 @@ impl Loop {
         if let Err(e) = patiently(|| self.cfg.coord.delete(&key)).await {
             tracing::warn!(task = t, error = %e, "cannot give up the backup slot");
         }
-        let old = std::mem::take(&mut self.stream);
+        let mut old = std::mem::take(&mut self.stream);
         if !old.ready {
             // It never caught up: it takes over as a spare would, from the
             // task's initial state (the caller builds it).
@@ -984,12 +1096,19 @@ impl Loop {
             return;
         }
         self.served.clear();
-        for ((edge, requester), (epoch, frame)) in old.served {
+        for ((edge, requester), (epoch, frame)) in std::mem::take(&mut old.served) {
             if epoch == self.epoch {
                 self.served.insert((edge, requester), Served::Ready(frame));
             }
         }
         self.served_epoch = Some(self.epoch);
+        self.restart_stream(t, term, old);
+    }
+
+    /// The stream of this primary's new term `term`, from the state it
+    /// holds (`old` is the stream it followed or wrote before): every
+    /// backup starts over from it.
+    fn restart_stream(&mut self, t: TaskId, term: u64, old: Stream) {
         self.stream = if old.snapshots {
             let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
             let mut stream = Stream::begin(term, true, ReplicaEntry::Snapshot(Arc::new(snapshot)));
@@ -1000,7 +1119,6 @@ impl Loop {
             // start: the one this node followed, now under its term.
             Stream { term, log: old.log, base: old.base, end: old.end, snapshots: false, ..Default::default() }
         };
-        // Every other backup starts over from this stream.
         for slot in self.backups.get(&t).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
             self.stream.acked.insert(slot, 0);
         }
@@ -1138,7 +1256,7 @@ impl Loop {
     // Replication.
 
     /// On a backup: applies a batch of its primary's stream.
-    fn on_replicate(&mut self, batch: Replication) -> Result<(Status, u64), Exit> {
+    async fn on_replicate(&mut self, batch: Replication) -> Result<(Status, u64), Exit> {
         let term_now = self.term();
         let refuse = |kind, detail: String| Ok((Status::new(kind, detail, self.epoch, term_now), 0));
         if batch.job != self.cfg.job.name {
@@ -1166,8 +1284,13 @@ impl Loop {
             self.stream.restart_at(batch.first);
         }
         let applied = self.stream.end;
-        if batch.first != applied + 1 {
-            if !(resets(batch.entries.first()) && batch.first > applied) {
+        if batch.first <= applied {
+            // What we have already (a resend): nothing to apply.
+            return self.acknowledge(t, batch.end).await;
+        }
+        if batch.first > applied + 1 {
+            if !resets(batch.entries.first()) {
+                // A gap: the primary resends from where we are.
                 return Ok((Status::ok(self.epoch, 0), applied));
             }
             self.stream.restart_at(batch.first);
@@ -1178,11 +1301,49 @@ impl Loop {
             }
             self.apply_entry(t, entry);
         }
-        if self.stream.end >= batch.end && !self.stream.ready {
+        self.acknowledge(t, batch.end).await
+    }
+
+    /// On a backup: the answer to a batch of the stream that ends at `end`
+    /// (a backup that holds all of it has caught up).
+    async fn acknowledge(&mut self, t: TaskId, end: u64) -> Result<(Status, u64), Exit> {
+        if self.stream.end >= end && !self.stream.ready {
             tracing::debug!(task = t, position = self.stream.end, "the backup has caught up");
             self.stream.ready = true;
+            // Say so in the coordinator before acknowledging: from this
+            // ack on, the primary syncs this backup before every effect,
+            // and whoever sees a vacancy of the task leaves it to us.
+            self.publish_ready().await?;
         }
         Ok((Status::ok(self.epoch, 0), self.stream.end))
+    }
+
+    /// On a backup that has caught up: marks its key `ready`.
+    async fn publish_ready(&mut self) -> Result<(), Exit> {
+        let Some((t, slot)) = self.backup_of else { return Ok(()) };
+        let Some(me) = self.backups.get(&t).and_then(|m| m.get(&slot)).copied() else { return Ok(()) };
+        if me.ready {
+            return Ok(());
+        }
+        let key = self.keys.backup(t, slot);
+        let value = PrimaryValue { node: self.cfg.node_id, addr: self.shared.addr(), ready: true }.encode();
+        let write = patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::ModRevision(me.mod_revision), &value, Some(self.lease))).await;
+        match write {
+            Ok(Ok(kv)) => {
+                if let Some(b) = self.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)) {
+                    b.mod_revision = kv.mod_revision;
+                    b.ready = true;
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => {
+                // Our key changed or went: this node is no longer the
+                // slot's backup.
+                tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
+                Err(NodeExit::LostLease)
+            }
+            Err(e) => Err(self.coordinator_failed("mark a backup ready", e)),
+        }
     }
 
     fn apply_entry(&mut self, t: TaskId, entry: ReplicaEntry) {
@@ -1229,6 +1390,7 @@ impl Loop {
         let slots: Vec<(u32, Primary)> = self.backups.get(&me).map(|m| m.iter().map(|(s, b)| (*s, *b)).collect()).unwrap_or_default();
         for (slot, b) in slots {
             let mut stuck = 0;
+            let since = Instant::now();
             loop {
                 let acked = self.stream.acked.get(&slot).copied().unwrap_or(0);
                 if acked >= self.stream.end {
@@ -1253,6 +1415,16 @@ impl Loop {
                         return Err(NodeExit::LostLease);
                     }
                     other => {
+                        // Slow (busy, or the coordinator was paused and every
+                        // node catches up at once) is not gone: while the
+                        // backup's lease lives, keep at it, for a while. A
+                        // closed port, or a lapsed lease, is gone.
+                        let refused = matches!(other, Ok(Err(FetchFailure::Refused(_))));
+                        let ttl = self.cfg.job.lease_ttl;
+                        if !refused && since.elapsed() < 4 * ttl && self.holds_key(&self.keys.backup(me, slot), b.term).await {
+                            tracing::debug!(task = me, slot, node = b.node, "a backup is slow to answer; its lease lives: trying again");
+                            continue;
+                        }
                         tracing::warn!(task = me, slot, node = b.node, result = ?other.map(|r| r.map(|(s, _)| s.kind)), "a backup is unreachable: dropping it");
                         self.drop_backup(me, slot, b).await?;
                         break;
@@ -1263,13 +1435,33 @@ impl Loop {
         Ok(())
     }
 
+    /// Whether `key` exists with this creation revision (its holder's
+    /// lease lives).
+    async fn holds_key(&self, key: &str, term: u64) -> bool {
+        matches!(self.cfg.coord.get(key).await, Ok(Some(kv)) if kv.create_revision as u64 == term)
+    }
+
     async fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) -> Result<(), Exit> {
         if let Some(m) = self.backups.get_mut(&t) {
             m.remove(&slot);
         }
         self.stream.acked.remove(&slot);
-        if let Err(e) = self.cfg.coord.compare_and_delete(&self.keys.backup(t, slot), b.mod_revision).await {
-            tracing::warn!(task = t, slot, error = %e, "cannot delete a dropped backup's key");
+        // Delete this backup's key, and only its: the key may have been
+        // written since (marked ready), or be another node's by now.
+        let key = self.keys.backup(t, slot);
+        let mut revision = b.mod_revision;
+        for _ in 0..3 {
+            match self.cfg.coord.compare_and_delete(&key, revision).await {
+                Ok(true) => break,
+                Ok(false) => match self.cfg.coord.get(&key).await {
+                    Ok(Some(kv)) if kv.create_revision as u64 == b.term => revision = kv.mod_revision,
+                    _ => break,
+                },
+                Err(e) => {
+                    tracing::warn!(task = t, slot, error = %e, "cannot delete a dropped backup's key");
+                    break;
+                }
+            }
         }
         self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })
     }
@@ -1595,10 +1787,11 @@ impl Loop {
         });
     }
 
-    /// Deletes task `t`'s primary key as this node knows it (if nobody
-    /// changed it since), so that a spare takes the task over.
-    async fn evict(&mut self, t: TaskId) {
-        let Some(p) = self.primaries.get(&t).copied() else { return };
+    /// Deletes task `t`'s primary key if it is still the one of term
+    /// `term` (whose node is gone), so that another node takes the task
+    /// over. A newer primary of the task is left alone.
+    async fn evict(&mut self, t: TaskId, term: u64) {
+        let Some(p) = self.primaries.get(&t).copied().filter(|p| p.term == term) else { return };
         match self.cfg.coord.compare_and_delete(&self.keys.primary(t), p.mod_revision).await {
             Ok(true) => tracing::info!(task = t, node = p.node, term = p.term, "evicted a dead primary"),
             Ok(false) => {}
@@ -1607,19 +1800,135 @@ impl Loop {
     }
 
     /// Whether this node still holds its task's key with its term (it may
-    /// have lost it while paused, before its watch says so).
-    async fn still_primary(&self) -> bool {
+    /// have lost it while paused, before its watch says so). If the key is
+    /// gone and nobody else took the task, it takes it again (`rejoin`).
+    async fn still_primary(&mut self) -> bool {
         let Some((me, term)) = self.role else { return false };
         // Within the lease's certain life, and with no deletion of our key
-        // seen (that ends the node at once), we hold it: no round trip.
-        // Past it (this node was paused, say), ask.
+        // seen (that makes the node rejoin at once), we hold it: no round
+        // trip. Past it (this node or the coordinator was paused, say), ask.
         if Instant::now() < self.lease_sure_until.get() {
             return true;
         }
         let key = self.keys.primary(me);
         match patiently(|| self.cfg.coord.get(&key)).await {
             Ok(Some(kv)) => kv.create_revision as u64 == term,
-            _ => false,
+            Ok(None) => self.rejoin().await.is_ok() && self.role.is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this node's lease is alive (asking the coordinator).
+    async fn lease_alive(&self) -> Result<bool, Exit> {
+        match patiently(|| self.cfg.coord.keep_alive(self.lease)).await {
+            Ok(()) => Ok(true),
+            Err(CoordError::Unavailable(why)) => Err(self.coordinator_failed("renew its lease", CoordError::Unavailable(why))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn on_lease_news(&mut self, news: LeaseNews) -> Result<(), Exit> {
+        match news {
+            LeaseNews::Lost(lease) if lease == self.lease => self.rejoin().await,
+            // An older lease's keeper, replaced since.
+            LeaseNews::Lost(_) => Ok(()),
+            LeaseNews::Unreachable(why) => {
+                tracing::warn!(node = self.cfg.node_id, %why, "giving up on the coordinator");
+                Err(NodeExit::CoordinatorLost(why))
+            }
+        }
+    }
+
+    /// This node's keys are gone while it lives: its lease lapsed (the
+    /// coordinator, or this process, was paused past the TTL), or a peer
+    /// freed its task. It takes them again, under a new lease if its own
+    /// is gone, and keeps the task's state: a primary under a new term
+    /// (its neighbours see a restart; what it sent under the old term is
+    /// fenced), a backup in its slot (it catches up with its primary's
+    /// stream again). If another node took the task meanwhile, this one
+    /// steps down.
+    async fn rejoin(&mut self) -> Result<(), Exit> {
+        if !self.lease_alive().await? {
+            self.renew_lease().await?;
+        }
+        self.rejoined_at = Some(Instant::now());
+        if let Some((t, old_term)) = self.role {
+            let key = self.keys.primary(t);
+            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
+                Ok(Ok(kv)) => {
+                    let term = kv.create_revision as u64;
+                    tracing::info!(node = self.cfg.node_id, task = t, old_term, term, "took its task again, with its state, under a new term");
+                    self.role = Some((t, term));
+                    self.shared.set_role(t as i64, term);
+                    let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision, ready: false };
+                    self.primaries.insert(t, me);
+                    self.vacant.remove(&t);
+                    if self.cfg.job.replicas_of(t) > 1 {
+                        let old = std::mem::take(&mut self.stream);
+                        self.restart_stream(t, term, old);
+                    }
+                    self.call(|task, cx| task.became_primary(cx, term));
+                    Ok(())
+                }
+                Ok(Err(existing)) => {
+                    self.learn(&existing);
+                    tracing::warn!(node = self.cfg.node_id, task = t, "another node took the task while this one had lost it: stepping down");
+                    Err(NodeExit::LostLease)
+                }
+                Err(e) => Err(self.coordinator_failed("take its task again", e)),
+            }
+        } else if let Some((t, slot)) = self.backup_of {
+            let key = self.keys.backup(t, slot);
+            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
+                Ok(Ok(kv)) => {
+                    tracing::info!(node = self.cfg.node_id, task = t, slot, "took its backup slot again");
+                    let me = Primary {
+                        node: self.cfg.node_id,
+                        addr: self.shared.addr(),
+                        term: kv.create_revision as u64,
+                        mod_revision: kv.mod_revision,
+                        ready: false,
+                    };
+                    self.backups.entry(t).or_default().insert(slot, me);
+                    // Its primary did not sync it while its key was gone.
+                    self.stream.ready = false;
+                    Ok(())
+                }
+                Ok(Err(existing)) => {
+                    self.learn(&existing);
+                    tracing::warn!(node = self.cfg.node_id, task = t, slot, "another node took the backup slot: stopping");
+                    Err(NodeExit::LostLease)
+                }
+                Err(e) => Err(self.coordinator_failed("take its backup slot again", e)),
+            }
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A new lease (the old one is gone), its keep-alive, and this node's
+    /// `nodes/<id>` key under it.
+    async fn renew_lease(&mut self) -> Result<(), Exit> {
+        let ttl = self.cfg.job.lease_ttl;
+        let granted_at = Instant::now();
+        let lease = match patiently(|| self.cfg.coord.grant(ttl)).await {
+            Ok(lease) => lease,
+            Err(e) => return Err(self.coordinator_failed("get a new lease", e)),
+        };
+        tracing::info!(node = self.cfg.node_id, old = self.lease, new = lease, "its lease had lapsed: a new one");
+        self.lease = lease;
+        self.lease_sure_until.set(granted_at + ttl);
+        self.keeper =
+            lease::keep(self.cfg.coord.clone(), lease, ttl, COORDINATOR_PATIENCE, self.lease_sure_until.clone(), self.lease_news.clone());
+        let key = self.keys.node(self.cfg.node_id);
+        let value = format!("addr={}", self.shared.addr()).into_bytes();
+        match patiently(|| self.cfg.coord.create(&key, &value, Some(lease))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => {
+                tracing::warn!(node = self.cfg.node_id, "another live node has this node's id now: stopping");
+                Err(NodeExit::LostLease)
+            }
+            Err(e) => Err(self.coordinator_failed("register again", e)),
         }
     }
 
@@ -1646,6 +1955,19 @@ impl Loop {
 
     async fn retry_due(&mut self) -> Result<(), Exit> {
         let now = Instant::now();
+        if now >= self.next_vacancy_check && !self.gave_up && self.status == JobStatus::Running {
+            self.next_vacancy_check = now + Duration::from_secs(1).min(self.cfg.job.vacancy_timeout / 4);
+            let limit = self.cfg.job.vacancy_timeout;
+            if let Some((t, v)) = self.vacant.iter().filter(|(_, v)| now.duration_since(v.since) > limit).min_by_key(|(t, _)| **t) {
+                let why = format!(
+                    "task {t} has had no node for {:.1?} (its nodes died and no spare took it over; the limit is Job::vacancy_timeout, {limit:?})",
+                    now.duration_since(v.since)
+                );
+                tracing::error!(%why, "failing the job");
+                self.gave_up = true;
+                self.end(Some(why)).await;
+            }
+        }
         let due: Vec<u64> = self.outstanding.iter().filter(|(_, o)| !o.in_flight && o.retry_at <= now).map(|(s, _)| *s).collect();
         for seq in due {
             self.send(seq);
@@ -1667,17 +1989,13 @@ impl Loop {
         // or a backup that has not caught up, when no caught-up backup
         // has for a lease's time (or the task has no backup at all).
         if self.role.is_none() && self.status == JobStatus::Running {
-            let patience = self.cfg.job.lease_ttl;
-            let vacant: Vec<(TaskId, Instant)> = self.vacant.iter().map(|(t, since)| (*t, *since)).collect();
-            for (t, since) in vacant {
-                if self.primaries.contains_key(&t) || self.role.is_some() {
-                    continue;
+            let now = Instant::now();
+            let due: Vec<TaskId> = self.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
+            for t in due {
+                if let Some(v) = self.vacant.get_mut(&t) {
+                    v.next_look = now + self.cfg.job.lease_ttl / 2;
                 }
-                let mine = self.backup_of.is_some_and(|(b, _)| b == t);
-                let now_ok = if mine { self.stream.ready } else { self.backup_of.is_none() && !self.has_backups(t) };
-                if now_ok || ((mine || self.backup_of.is_none()) && since.elapsed() > patience) {
-                    self.try_claim(t).await?;
-                }
+                self.fill_vacancy(t).await?;
             }
             if !self.holds_task() {
                 self.find_work().await?;
@@ -1750,10 +2068,11 @@ impl Loop {
                         // Nothing listens where the task's primary was: its
                         // process is gone. Free the task now rather than
                         // after its lease (safe: terms fence a node that
-                        // was only slow).
-                        let to = o.to;
-                        tracing::info!(task = to, %why, "the task's primary is gone; freeing the task");
-                        self.evict(to).await;
+                        // was only slow) — if the attempt went to the
+                        // primary it still has.
+                        let (to, term) = (o.to, o.sent_to_term);
+                        tracing::info!(task = to, term, %why, "the task's primary is gone; freeing the task");
+                        self.evict(to, term).await;
                     }
                     other => tracing::debug!(seq, error = ?other, "fetch attempt failed; will retry"),
                 }

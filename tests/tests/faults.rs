@@ -1,0 +1,139 @@
+//! Faults that used to break jobs: a paused coordinator (every lease lapses
+//! at once), a task left without any node, many kills with hot backups.
+//! Real etcd and real node processes where the fault is about them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskgraph::coord::{Coordinator, Embedded, Expect};
+use taskgraph::launch::Launch;
+use taskgraph::{JobStatus, NodeExit, NodeOptions};
+use taskgraph_tests::chaos;
+use taskgraph_tests::etcd::EtcdServer;
+use taskgraph_tests::jobs;
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+async fn epoch(coord: &dyn Coordinator, job: &str) -> u64 {
+    match coord.get(&format!("/taskgraph/{job}/epoch")).await.unwrap() {
+        Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// Waits (through a watch; bounded) until the job's epoch is at least `at_least`.
+async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
+    let key = format!("/taskgraph/{job}/epoch");
+    let mut watch = coord.watch(&key, 0).await.unwrap();
+    loop {
+        let e = epoch(coord, job).await;
+        if e >= at_least {
+            return e;
+        }
+        let next = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
+        assert!(matches!(next, Ok(Some(Ok(_)))), "the job stopped advancing at epoch {e}: {next:?}");
+    }
+}
+
+/// A paused etcd (SIGSTOP for longer than every lease's TTL, then
+/// SIGCONT) lets every lease lapse at once. Every node takes its keys
+/// again (new lease, new term, state kept): no node process dies, no task
+/// loses its progress, the values stay exact.
+#[test]
+fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
+    let etcd = EtcdServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    let job = "pause";
+    let args = ["--epochs", "100000000", "--replicas", "2", "--size", "100"].iter().map(Into::into).collect();
+    let launch = Launch::new(env!("CARGO_BIN_EXE_w1-node"), args, etcd.endpoint(), job, 15)
+        .replicas(2)
+        .spares(1)
+        .timeout(Duration::from_secs(120));
+    let c = coord.clone();
+    let runner = std::thread::spawn(move || launch.run(c).expect("the launch runs"));
+    let pid = etcd.pid().unwrap();
+    rt.block_on(async {
+        epoch_reaches(&*coord, job, 5).await;
+        // Every backup has caught up before the pause (their keys say so).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (kvs, _) = coord.get_prefix(&format!("/taskgraph/{job}/tasks/")).await.unwrap();
+            let ready = kvs.iter().filter(|kv| kv.key.contains("/backup/") && kv.value.ends_with(b"ready=1")).count();
+            if ready == 15 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "only {ready} of 15 backups caught up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = epoch(&*coord, job).await;
+        signal(pid, "-STOP");
+        // The fault itself: etcd frozen for three times the longest
+        // lease it grants here (1 s).
+        std::thread::sleep(Duration::from_secs(3));
+        signal(pid, "-CONT");
+        epoch_reaches(&*coord, job, before + 20).await;
+        let key = format!("/taskgraph/{job}/status");
+        coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
+    });
+    let report = runner.join().unwrap();
+    assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
+    assert_eq!(report.died, 0, "node processes died in the pause: {report:?}");
+    rt.block_on(async {
+        let (records, _) = coord.get_prefix(&format!("/taskgraph/{job}/records/root/")).await.unwrap();
+        for (i, kv) in records.iter().enumerate() {
+            assert_eq!(String::from_utf8_lossy(&kv.value), (105 * i).to_string(), "epoch {i}");
+        }
+        let last = records.len() - 1;
+        // Every task's progress covers every epoch up to the end.
+        for t in 0..15 {
+            let kv = coord.get(&format!("/taskgraph/{job}/records/computed/{t}")).await.unwrap().expect("progress recorded");
+            let counts: Vec<u32> = String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect();
+            assert!(counts.len() > last.saturating_sub(1), "task {t}: {counts:?}");
+            assert!(counts[..last].iter().all(|&n| n >= 1), "task {t} lost progress in the pause: {counts:?}");
+        }
+    });
+}
+
+/// A task that no node holds (here: a job of four tasks with nodes for
+/// three, and no spare) fails the job after `Job::vacancy_timeout`, naming
+/// the task, instead of waiting forever.
+#[test]
+fn a_task_without_any_node_fails_the_job_clearly() {
+    let coord: Arc<dyn Coordinator> = Arc::new(Embedded::new());
+    let job = jobs::idle_job("vacant", 4).vacancy_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let nodes: Vec<_> = (0..3)
+        .map(|t| {
+            let (job, coord) = (job.clone(), coord.clone());
+            std::thread::spawn(move || taskgraph::run_node(job, coord, NodeOptions::new(t, Some(t))))
+        })
+        .collect();
+    for n in nodes {
+        let exit = n.join().unwrap().expect("the node runs");
+        let NodeExit::JobEnded(JobStatus::Failed(why)) = exit else { panic!("{exit:?}") };
+        assert!(why.contains("task 3 has had no node"), "{why}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// F5 under many kills: primaries of tasks with a caught-up backup killed
+/// one an epoch, the root's every fourth; no task loses its progress.
+#[test]
+fn hot_standby_keeps_every_task_s_progress_over_many_kills() {
+    let node = PathBuf::from(env!("CARGO_BIN_EXE_w1-node"));
+    let kills = 24;
+    let report = chaos::run(&node, kills, 3, 2, |line| eprintln!("{line}"));
+    let last = 2 * kills as u64 + 10;
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!(report.kills, kills, "{report:?}");
+    assert!(report.values_ok(last), "values: {:?}", report.values);
+    assert!(report.progress_complete(last), "progress lost: {:?}", report.computed);
+    assert!(report.recomputations() <= kills as u64, "{report:?}");
+    assert!(report.leftovers.is_empty(), "processes left running: {:?}", report.leftovers);
+}
