@@ -160,7 +160,8 @@ pub struct LaunchReport {
     pub status: JobStatus,
     /// Node processes started in all.
     pub started: usize,
-    /// Node processes that died while the job ran (and were replaced).
+    /// Node processes that died while the job ran (each was replaced,
+    /// unless the launcher gave up first).
     pub died: usize,
     /// Whether the launcher gave up because the coordinator was
     /// unreachable for longer than its [patience](Launch::coordinator_patience)

@@ -164,7 +164,7 @@ fn launch(rt: &tokio::runtime::Runtime, etcd: &str, job: &str, o: LaunchOptions,
         launch = launch.timeout(t);
     }
     let report = launch.run(coord).map_err(|e| e.to_string())?;
-    eprintln!("job {job}: {:?} ({} node processes started, {} died and were replaced)", report.status, report.started, report.died);
+    eprintln!("job {job}: {:?} ({} node processes started, {} died while the job ran)", report.status, report.started, report.died);
     Ok(match report.status {
         JobStatus::Done => ExitCode::SUCCESS,
         _ if report.coordinator_lost => ExitCode::from(EXIT_COORDINATOR_LOST as u8),
