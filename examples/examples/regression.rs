@@ -42,6 +42,15 @@ struct Args {
     /// Seed of the random failures.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fail the job if it has not ended after this many seconds (default:
+    /// no limit; a job fails only when it stops making progress, see
+    /// --stall-timeout).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Fail the job when it makes no progress (no new epoch) for this many
+    /// seconds; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = taskgraph::local::DEFAULT_STALL_TIMEOUT.as_secs())]
+    stall_timeout: u64,
     /// Print the graph at this epoch (Mermaid; DOT with `--dot`) and exit.
     #[arg(long, value_name = "EPOCH")]
     graph: Option<u64>,
@@ -93,7 +102,12 @@ fn main() -> std::process::ExitCode {
         return run_node(&node, &args);
     }
     let job = regression::job(args.tasks, args.size, args.epochs).replicas(args.replicas);
-    let mut cluster = LocalCluster::new(job).spares(args.spares);
+    let mut cluster = LocalCluster::new(job)
+        .spares(args.spares)
+        .stall_timeout((args.stall_timeout > 0).then(|| std::time::Duration::from_secs(args.stall_timeout)));
+    if let Some(secs) = args.timeout {
+        cluster = cluster.timeout(std::time::Duration::from_secs(secs));
+    }
     if !args.fail.is_empty() {
         cluster = cluster.faults(regression::faults(&args.fail, args.tasks, args.seed));
     }
@@ -122,16 +136,13 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(feature = "etcd")]
 fn run_node(node: &taskgraph::launch::NodeArgs, args: &Args) -> std::process::ExitCode {
-    match regression::run_node_process(node, args.tasks, args.size, args.epochs, args.replicas) {
-        Ok(exit) => {
-            tracing::info!(?exit, "node stopped");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("node {}: {e}", node.node_id);
-            std::process::ExitCode::FAILURE
-        }
+    let result = regression::run_node_process(node, args.tasks, args.size, args.epochs, args.replicas);
+    match &result {
+        Ok(exit) => tracing::info!(?exit, "node stopped"),
+        Err(e) => eprintln!("node {}: {e}", node.node_id),
     }
+    // Tells `taskgraph launch` why it stopped (e.g. 69: etcd is gone).
+    taskgraph::launch::exit_code(&result)
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::coord::Coordinator;
 use crate::graph::{Edge, SharedTopology, TaskId, Topology};
 use crate::message::Limits;
 use crate::task::Task;
@@ -207,6 +208,9 @@ impl Keys {
     pub(crate) fn node(&self, node: u64) -> String {
         format!("{}nodes/{node}", self.root)
     }
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
     pub(crate) fn record(&self, name: &str) -> String {
         format!("{}records/{name}", self.root)
     }
@@ -226,6 +230,75 @@ impl Keys {
     pub(crate) fn primary_task(&self, key: &str) -> Option<TaskId> {
         key.strip_prefix(&self.root)?.strip_prefix("tasks/")?.strip_suffix("/primary")?.parse().ok()
     }
+}
+
+/// What the coordinator holds of a job when someone wants to start it.
+#[derive(Debug)]
+struct Existing {
+    /// Its status key, if it has one.
+    status: Option<JobStatus>,
+    /// Its epoch key's value.
+    epoch: Option<String>,
+    /// The ids of its live nodes (`nodes/<id>` keys: they go with their
+    /// node's lease).
+    nodes: Vec<u64>,
+}
+
+impl Existing {
+    async fn read(coord: &dyn Coordinator, keys: &Keys) -> crate::Result<Existing> {
+        let status = coord.get(&keys.status()).await?.map(|kv| JobStatus::parse(&kv.value));
+        let epoch = coord.get(&keys.epoch()).await?.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        let (kvs, _) = coord.get_prefix(&keys.nodes()).await?;
+        let nodes = kvs.iter().filter_map(|kv| kv.key.strip_prefix(&keys.nodes())?.parse().ok()).collect();
+        Ok(Existing { status, epoch, nodes })
+    }
+
+    /// Running: it has live nodes and has not ended.
+    fn running(&self) -> bool {
+        !self.nodes.is_empty() && !matches!(self.status, Some(JobStatus::Done | JobStatus::Failed(_)))
+    }
+}
+
+/// Makes way for a new run of job `name`: refuses (with
+/// [`Error::Job`](crate::Error::Job), touching nothing) if the job is
+/// running, i.e. has live nodes and has not ended; otherwise deletes what
+/// is left of an earlier run (an ended job, or one whose nodes are all
+/// gone). [`Launch`](crate::launch::Launch) and
+/// [`LocalCluster`](crate::LocalCluster) start every job through it.
+///
+/// The check and the deletion are two requests: two launches of the same
+/// job at the same instant can both pass (their nodes then share the
+/// job's keys, as with `--join`); a launch of a job that has been running
+/// for a moment is always refused.
+pub(crate) async fn start_fresh(coord: &dyn Coordinator, keys: &Keys, name: &str) -> crate::Result<()> {
+    let existing = Existing::read(coord, keys).await?;
+    if existing.running() {
+        return Err(crate::Error::Job(format!(
+            "job `{name}` is running (epoch {}, {} live node{}): stop it first with `taskgraph stop`, or use --join",
+            existing.epoch.as_deref().unwrap_or("?"),
+            existing.nodes.len(),
+            if existing.nodes.len() == 1 { "" } else { "s" },
+        )));
+    }
+    coord.delete_prefix(keys.root()).await?;
+    Ok(())
+}
+
+/// Whether nodes may join job `name`: not if it has ended (its nodes would
+/// leave at once).
+pub(crate) async fn check_joinable(coord: &dyn Coordinator, keys: &Keys, name: &str) -> crate::Result<()> {
+    match Existing::read(coord, keys).await?.status {
+        Some(status @ (JobStatus::Done | JobStatus::Failed(_))) => Err(crate::Error::Job(format!(
+            "job `{name}` has ended ({status:?}): there is nothing to join; launch it afresh without --join"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The largest id of the job's live nodes.
+pub(crate) async fn largest_node_id(coord: &dyn Coordinator, keys: &Keys) -> crate::coord::CoordResult<Option<u64>> {
+    let (kvs, _) = coord.get_prefix(&keys.nodes()).await?;
+    Ok(kvs.iter().filter_map(|kv| kv.key.strip_prefix(&keys.nodes())?.parse().ok()).max())
 }
 
 /// The value of a `tasks/<t>/primary` or `tasks/<t>/backup/<slot>` key.

@@ -5,24 +5,108 @@
 //! The application binary runs one node when called with
 //! `--etcd <endpoints> --job <name> --node-id <id> [--task <t>]` appended
 //! to its arguments (see [`NodeArgs`]); the `taskgraph launch` command and
-//! [`Launch`] start it that way.
+//! [`Launch`] start it that way, and it should end with
+//! [`exit_code`]`(&result)` so the launcher knows why it stopped.
+//!
+//! # Exit statuses of a node process
+//!
+//! | status | meaning | what [`Launch`] does while the job runs |
+//! |---|---|---|
+//! | 0 | the job ended ([`NodeExit::JobEnded`]) | nothing (the job is over) |
+//! | [`EXIT_STEPPED_DOWN`] (75) | the node stepped down: it lost its lease or task ([`NodeExit::LostLease`]), or a fault hook killed it ([`NodeExit::Killed`]) | starts a replacement at once |
+//! | [`EXIT_COORDINATOR_LOST`] (69) | it gave up on the coordinator, at start or later ([`NodeExit::CoordinatorLost`], [`CoordError::Unavailable`]) | counts it as evidence the coordinator is gone; replaces it only once the coordinator answers again |
+//! | [`EXIT_NODE_FAILED`] (1), or any other | another error (a bad configuration, a node id in use, a panic: 101) | starts a replacement after a back-off that doubles with each such failure in a row |
+//!
+//! A node process killed by SIGKILL (a chaos test, the OOM killer) is
+//! replaced at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::coord::Coordinator;
+use crate::coord::{CoordError, CoordResult, Coordinator};
 use crate::graph::TaskId;
 use crate::job::{JobStatus, Keys};
+use crate::node::NodeExit;
 
 /// The exit status of a node process that gave up on the coordinator
 /// (unreachable at start, or for longer than a node waits it out):
 /// `EX_UNAVAILABLE` of sysexits.h. A supervisor that sees it should not
 /// just start another node, which would find the coordinator gone too.
 pub const EXIT_COORDINATOR_LOST: i32 = 69;
+
+/// The exit status of a node process that stepped down while the job
+/// runs (it lost its lease or its task to a newer term, or a fault hook
+/// killed it): `EX_TEMPFAIL` of sysexits.h. Nothing is wrong with the
+/// program: a supervisor should start another node.
+pub const EXIT_STEPPED_DOWN: i32 = 75;
+
+/// The exit status of a node process that failed in any other way (see
+/// [`exit_code`]).
+pub const EXIT_NODE_FAILED: i32 = 1;
+
+/// The exit status (a number) a node process should end with after
+/// [`run_node`](crate::run_node) returned `result`: 0 when the job ended
+/// (done or failed: the node did its part), [`EXIT_STEPPED_DOWN`] when it
+/// stepped down, [`EXIT_COORDINATOR_LOST`] when it gave up on the
+/// coordinator (including a coordinator unreachable at start:
+/// [`CoordError::Unavailable`]), [`EXIT_NODE_FAILED`] for any other error.
+pub fn exit_status(result: &crate::Result<NodeExit>) -> i32 {
+    match result {
+        Ok(NodeExit::JobEnded(_)) => 0,
+        Ok(NodeExit::Killed | NodeExit::LostLease) => EXIT_STEPPED_DOWN,
+        Ok(NodeExit::CoordinatorLost(_)) | Err(crate::Error::Coord(CoordError::Unavailable(_))) => EXIT_COORDINATOR_LOST,
+        Err(_) => EXIT_NODE_FAILED,
+    }
+}
+
+/// [`exit_status`] as the `ExitCode` to return from `main`:
+///
+/// ```no_run
+/// # fn run() -> taskgraph::Result<taskgraph::NodeExit> { unimplemented!() }
+/// fn main() -> std::process::ExitCode {
+///     let result = run(); // taskgraph::run_node(..)
+///     taskgraph::launch::exit_code(&result)
+/// }
+/// ```
+pub fn exit_code(result: &crate::Result<NodeExit>) -> std::process::ExitCode {
+    std::process::ExitCode::from(exit_status(result) as u8)
+}
+
+/// What becomes of the node processes when their launcher is killed
+/// (SIGKILL, a crash: anything that gives it no chance to clean up; a
+/// launcher that ends normally always stops its nodes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Orphans {
+    /// They are killed with it (Linux: `PR_SET_PDEATHSIG`). The default,
+    /// because nobody supervises orphans: a task whose node dies after the
+    /// launcher stays vacant once the spares are used up, and orphans
+    /// started by a launcher that is run again would compete with the new
+    /// launch's nodes. Killing them ends the job's nodes with their
+    /// supervisor, as the job's owner expects; the job's keys stay, and a
+    /// new launch starts it afresh. (Elsewhere than Linux this is
+    /// [`Keep`](Orphans::Keep).)
+    #[default]
+    Kill,
+    /// They carry on without a supervisor until the job ends (no dead
+    /// node is replaced any more); `taskgraph stop` ends them, and
+    /// `taskgraph launch --join` can add supervised nodes to the job.
+    Keep,
+}
+
+impl std::str::FromStr for Orphans {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kill" => Ok(Orphans::Kill),
+            "keep" => Ok(Orphans::Keep),
+            other => Err(format!("`{other}`: expected kill or keep")),
+        }
+    }
+}
 
 /// What a node process is told on its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,13 +154,36 @@ impl NodeArgs {
 /// How a launched job went.
 #[derive(Clone, Debug)]
 pub struct LaunchReport {
-    /// How the job ended.
+    /// How the job ended. `Failed(reason)` also when the launcher gave up
+    /// (on the coordinator, after too many restarts, on a stall or its
+    /// time limit) whether or not it could record that in the coordinator.
     pub status: JobStatus,
     /// Node processes started in all.
     pub started: usize,
-    /// Node processes that died while the job ran (and were replaced).
+    /// Node processes that died while the job ran (each was replaced,
+    /// unless the launcher gave up first).
     pub died: usize,
+    /// Whether the launcher gave up because the coordinator was
+    /// unreachable for longer than its [patience](Launch::coordinator_patience)
+    /// (it then killed its node processes).
+    pub coordinator_lost: bool,
 }
+
+/// The default of [`Launch::stall_timeout`] and
+/// [`LocalCluster::stall_timeout`](crate::LocalCluster::stall_timeout), 3
+/// minutes: how long a running job may go without a new epoch or status
+/// before the launcher fails it.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The default of [`Launch::coordinator_patience`].
+pub const DEFAULT_COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
+
+/// After this long without a failed node start, the restart back-off
+/// starts again from its first step.
+const HEALTHY_WHILE: Duration = Duration::from_secs(30);
+
+/// How often the launcher reads the job's epoch (its progress).
+const EPOCH_POLL: Duration = Duration::from_millis(500);
 
 /// A job to run as node processes: `tasks + spares` processes of
 /// `program args.. <node args>`.
@@ -89,7 +196,12 @@ pub struct Launch {
     tasks: u64,
     replicas: u32,
     spares: usize,
-    timeout: Duration,
+    timeout: Option<Duration>,
+    stall: Option<Duration>,
+    patience: Duration,
+    backoff: (Duration, Duration),
+    orphans: Orphans,
+    join: bool,
     max_restarts: usize,
     children: Arc<Mutex<HashMap<u64, Child>>>,
     started: Arc<Mutex<Vec<u32>>>,
@@ -107,7 +219,12 @@ impl Launch {
             tasks,
             replicas: 1,
             spares: 0,
-            timeout: Duration::from_secs(600),
+            timeout: None,
+            stall: Some(DEFAULT_STALL_TIMEOUT),
+            patience: DEFAULT_COORDINATOR_PATIENCE,
+            backoff: (Duration::from_millis(250), Duration::from_secs(8)),
+            orphans: Orphans::Kill,
+            join: false,
             max_restarts: 1000,
             children: Arc::new(Mutex::new(HashMap::new())),
             started: Arc::new(Mutex::new(Vec::new())),
@@ -121,15 +238,64 @@ impl Launch {
         self
     }
 
-    /// Also starts `n` spare nodes.
+    /// Also starts `n` spare nodes (with [`join`](Self::join): starts
+    /// only these).
     pub fn spares(mut self, n: usize) -> Self {
         self.spares = n;
         self
     }
 
-    /// Fails the job if it has not ended after `timeout`.
+    /// Fails the job if it has not ended after `timeout` (default: no
+    /// overall limit; see [`stall_timeout`](Self::stall_timeout)).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fails the job when it makes no progress (no new epoch, no status
+    /// change) for `stall` ([`DEFAULT_STALL_TIMEOUT`] by default; `None`:
+    /// never). A job that advances runs as long as it needs. Time the
+    /// coordinator is unreachable does not count: see
+    /// [`coordinator_patience`](Self::coordinator_patience).
+    pub fn stall_timeout(mut self, stall: Option<Duration>) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// Gives up when the coordinator has been unreachable for `patience`
+    /// ([`DEFAULT_COORDINATOR_PATIENCE`] by default): the launcher's reads
+    /// fail, or its node processes exit with [`EXIT_COORDINATOR_LOST`]
+    /// and no read succeeds since. It then kills its node processes and
+    /// returns a report whose status is `Failed(reason)` (it cannot record
+    /// that in the coordinator). Meanwhile it starts no replacement node.
+    pub fn coordinator_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// The delay before replacing a node process that failed (see the
+    /// [module docs](self)): `first` after one failure, doubling with each
+    /// failure in a row up to `max`; back to no delay after 30 s without a
+    /// failure. Default 250 ms to 8 s.
+    pub fn restart_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = (first, max.max(first));
+        self
+    }
+
+    /// What becomes of the node processes if this launcher is killed
+    /// ([`Orphans::Kill`] by default).
+    pub fn orphans(mut self, orphans: Orphans) -> Self {
+        self.orphans = orphans;
+        self
+    }
+
+    /// Adds node processes to the job instead of starting it: the job's
+    /// keys are left as they are, the `spares` nodes started get ids above
+    /// the largest of the job's live nodes, and they wait as spares (or
+    /// take vacant tasks). Without `join`, [`run`](Self::run) refuses a
+    /// job that is running.
+    pub fn join(mut self, join: bool) -> Self {
+        self.join = join;
         self
     }
 
@@ -145,7 +311,7 @@ impl Launch {
         Processes { children: self.children.clone(), started: self.started.clone() }
     }
 
-    fn spawn(&self, node_id: u64, task: Option<TaskId>, exits: &mpsc::Sender<(u64, Option<i32>)>) -> crate::Result<()> {
+    fn spawn(&self, node_id: u64, task: Option<TaskId>, exits: &mpsc::Sender<(u64, Option<ExitStatus>)>) -> crate::Result<()> {
         let node = NodeArgs { etcd: self.etcd.clone(), job: self.job.clone(), node_id, task };
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).args(node.to_args()).stdin(Stdio::null());
@@ -155,6 +321,10 @@ impl Launch {
             // Its own process group: a signal to the launcher's group does
             // not reach the nodes, and the launcher can kill a node's group.
             cmd.process_group(0);
+        }
+        #[cfg(target_os = "linux")]
+        if self.orphans == Orphans::Kill {
+            die_with_parent(&mut cmd);
         }
         let child = cmd.spawn().map_err(|e| crate::Error::Io(format!("cannot start {}: {e}", self.program.display())))?;
         let pid = child.id();
@@ -167,20 +337,22 @@ impl Launch {
             .spawn(move || loop {
                 // Poll: `Child::wait` would need the child out of the map,
                 // where `kill` must still find it.
-                let done = {
+                {
                     let mut map = children.lock().expect("children lock");
-                    match map.get_mut(&node_id).map(Child::try_wait) {
+                    let done = match map.get_mut(&node_id).map(Child::try_wait) {
                         Some(Ok(Some(status))) => {
                             map.remove(&node_id);
-                            Some(status.code())
+                            Some(Some(status))
                         }
                         Some(Ok(None)) => None,
                         Some(Err(_)) | None => Some(None),
+                    };
+                    // Sent under the lock: once the map is empty, every
+                    // exit is in the channel.
+                    if let Some(status) = done {
+                        let _ = exits.send((node_id, status));
+                        return;
                     }
-                };
-                if let Some(code) = done {
-                    let _ = exits.send((node_id, code));
-                    return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             })
@@ -188,62 +360,160 @@ impl Launch {
         Ok(())
     }
 
+    /// One coordinator request, bounded: an unreachable etcd must not
+    /// hold up the supervision loop (or a reply that never comes).
+    fn ask<T>(&self, rt: &tokio::runtime::Runtime, call: impl std::future::Future<Output = CoordResult<T>>) -> CoordResult<T> {
+        let limit = (self.patience / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        rt.block_on(async { tokio::time::timeout(limit, call).await })
+            .unwrap_or_else(|_| Err(CoordError::Unavailable(format!("no answer within {limit:?}"))))
+    }
+
+    /// A node id no live node of the job has, and none this launcher gave.
+    fn fresh_id(&self, rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, keys: &Keys, next_id: &mut u64) -> u64 {
+        if let Ok(Some(max)) = self.ask(rt, crate::job::largest_node_id(coord, keys)) {
+            *next_id = (*next_id).max(max + 1);
+        }
+        let id = *next_id;
+        *next_id += 1;
+        id
+    }
+
     /// Starts the nodes and supervises them until the job ends.
+    ///
+    /// A job of this name that is running (it has live nodes and has not
+    /// ended) is refused with [`Error::Job`](crate::Error::Job) and left
+    /// alone, unless this launch [joins](Self::join) it; any other is
+    /// started afresh (its old keys deleted).
     pub fn run(&self, coord: Arc<dyn Coordinator>) -> crate::Result<LaunchReport> {
         let keys = Keys::new(&self.job);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| crate::Error::Io(e.to_string()))?;
-        // A launch starts the job afresh.
-        rt.block_on(coord.delete_prefix(keys.root()))?;
         let (exits, exit_rx) = mpsc::channel();
         let mut next_id = 0u64;
-        for _ in 0..self.replicas {
-            for t in 0..self.tasks {
-                self.spawn(next_id, Some(t), &exits)?;
+        if self.join {
+            rt.block_on(crate::job::check_joinable(&*coord, &keys, &self.job))?;
+            for _ in 0..self.spares {
+                let id = self.fresh_id(&rt, &*coord, &keys, &mut next_id);
+                self.spawn(id, None, &exits)?;
+            }
+        } else {
+            rt.block_on(crate::job::start_fresh(&*coord, &keys, &self.job))?;
+            for _ in 0..self.replicas {
+                for t in 0..self.tasks {
+                    self.spawn(next_id, Some(t), &exits)?;
+                    next_id += 1;
+                }
+            }
+            for _ in 0..self.spares {
+                self.spawn(next_id, None, &exits)?;
                 next_id += 1;
             }
         }
-        for _ in 0..self.spares {
-            self.spawn(next_id, None, &exits)?;
-            next_id += 1;
-        }
-        let deadline = Instant::now() + self.timeout;
+        let started_at = Instant::now();
         let mut died = 0;
         let mut status = JobStatus::Running;
         let mut ended_at: Option<Instant> = None;
-        while !self.children.lock().expect("children lock").is_empty() || exit_rx.try_recv().is_ok() {
+        // Replacements due, each at its time.
+        let mut pending: VecDeque<Instant> = VecDeque::new();
+        // Failed starts in a row, and when the last was.
+        let mut streak = 0u32;
+        let mut last_failure: Option<Instant> = None;
+        // Since when the coordinator has not answered, and why.
+        let mut unreachable: Option<(Instant, String)> = None;
+        // Progress: the last epoch seen, and when something last changed.
+        let mut epoch: Option<Vec<u8>> = None;
+        let mut progressed_at = Instant::now();
+        let mut epoch_read_at: Option<Instant> = None;
+        let mut gave_up: Option<String> = None;
+        loop {
             if status == JobStatus::Running {
                 // The coordinator may be away for a while (restarting):
-                // the nodes wait it out, and so does the supervisor.
-                match rt.block_on(coord.get(&keys.status())) {
-                    Ok(kv) => status = kv.map_or(JobStatus::Running, |kv| JobStatus::parse(&kv.value)),
-                    Err(crate::coord::CoordError::Unavailable(why)) => tracing::debug!(%why, "coordinator unreachable"),
+                // the nodes wait it out, and so does the supervisor, up to
+                // its patience.
+                match self.ask(&rt, coord.get(&keys.status())) {
+                    Ok(kv) => {
+                        unreachable = None;
+                        status = kv.map_or(JobStatus::Running, |kv| JobStatus::parse(&kv.value));
+                    }
+                    Err(CoordError::Unavailable(why)) => {
+                        tracing::debug!(%why, "coordinator unreachable");
+                        unreachable.get_or_insert_with(|| (Instant::now(), why));
+                    }
                     Err(e) => return Err(e.into()),
+                }
+                if unreachable.is_none() && epoch_read_at.is_none_or(|t| t.elapsed() >= EPOCH_POLL) {
+                    epoch_read_at = Some(Instant::now());
+                    if let Ok(kv) = self.ask(&rt, coord.get(&keys.epoch())) {
+                        let now = kv.map(|kv| kv.value);
+                        if now != epoch {
+                            epoch = now;
+                            progressed_at = Instant::now();
+                        }
+                    }
                 }
             }
             if status != JobStatus::Running && ended_at.is_none() {
                 ended_at = Some(Instant::now());
             }
-            if Instant::now() > deadline && status == JobStatus::Running {
-                let why = format!("timed out after {:?}", self.timeout);
-                if let Err(e) = rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
-                    tracing::warn!(error = %e, "cannot mark the job failed");
+            if let Some((since, why)) = &unreachable {
+                if since.elapsed() >= self.patience && status == JobStatus::Running {
+                    let why = format!(
+                        "the coordinator (etcd at {}) has been unreachable for {:?}: {why}; stopped the job's node processes",
+                        self.etcd, self.patience
+                    );
+                    tracing::error!("{why}");
+                    self.processes().kill_all();
+                    let started = self.started.lock().expect("started lock").len();
+                    return Ok(LaunchReport { status: JobStatus::Failed(why), started, died, coordinator_lost: true });
                 }
-                status = JobStatus::Failed(why);
-                ended_at = Some(Instant::now());
+            }
+            if status == JobStatus::Running && unreachable.is_none() {
+                let why = if self.timeout.is_some_and(|t| started_at.elapsed() > t) {
+                    self.timeout.map(|t| format!("timed out after {t:?}"))
+                } else if self.stall.is_some_and(|s| progressed_at.elapsed() > s) {
+                    let at = epoch.as_deref().map_or("?".into(), |e| String::from_utf8_lossy(e).into_owned());
+                    self.stall.map(|s| format!("no progress for {s:?} (stuck at epoch {at})"))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    if let Err(e) = self.ask(&rt, coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
+                        tracing::warn!(error = %e, "cannot mark the job failed");
+                    }
+                    status = JobStatus::Failed(why);
+                    ended_at = Some(Instant::now());
+                }
             }
             // Nodes get a while to see the end and leave; then they go.
             if ended_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
                 self.processes().kill_all();
             }
-            match exit_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((id, code)) => {
+            // Replacements that are due (none while the coordinator is
+            // away: they would find it gone too).
+            while status == JobStatus::Running && unreachable.is_none() && pending.front().is_some_and(|t| *t <= Instant::now()) {
+                pending.pop_front();
+                let id = self.fresh_id(&rt, &*coord, &keys, &mut next_id);
+                self.spawn(id, None, &exits)?;
+            }
+            if status != JobStatus::Running {
+                pending.clear();
+            }
+            // No node left and none to start: what is in the channel is
+            // all there will be.
+            let idle = self.children.lock().expect("children lock").is_empty() && pending.is_empty();
+            let wait = if idle {
+                Duration::ZERO
+            } else {
+                pending.front().map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)))
+            };
+            match exit_rx.recv_timeout(wait) {
+                Ok((id, exit)) => {
                     // A node leaves when the job ends: look again before
                     // calling its exit a death (the poll above may be late).
                     if status == JobStatus::Running {
-                        if let Ok(Some(kv)) = rt.block_on(coord.get(&keys.status())) {
+                        if let Ok(Some(kv)) = self.ask(&rt, coord.get(&keys.status())) {
                             status = JobStatus::parse(&kv.value);
                             if status != JobStatus::Running {
                                 ended_at.get_or_insert_with(Instant::now);
@@ -252,23 +522,88 @@ impl Launch {
                     }
                     if status == JobStatus::Running {
                         died += 1;
-                        tracing::info!(node = id, ?code, "node process died; starting a replacement");
+                        let code = exit.and_then(|s| s.code());
+                        let failed = match code {
+                            Some(0 | EXIT_STEPPED_DOWN) => false,
+                            Some(_) => true,
+                            None => !exit.is_some_and(killed_by_sigkill),
+                        };
+                        if code == Some(EXIT_COORDINATOR_LOST) {
+                            unreachable.get_or_insert_with(|| {
+                                (Instant::now(), format!("node {id} exited with status {EXIT_COORDINATOR_LOST} (it gave up on the coordinator)"))
+                            });
+                        }
+                        let mut delay = Duration::ZERO;
+                        if failed {
+                            if last_failure.is_some_and(|t| t.elapsed() > HEALTHY_WHILE) {
+                                streak = 0;
+                            }
+                            streak += 1;
+                            last_failure = Some(Instant::now());
+                            delay = self.backoff.0.saturating_mul(1 << (streak - 1).min(16)).min(self.backoff.1);
+                        }
+                        tracing::info!(node = id, ?exit, ?delay, "node process died; starting a replacement");
                         if died > self.max_restarts {
                             let why = format!("more than {} node restarts", self.max_restarts);
-                            if let Err(e) = rt.block_on(coord.put(&keys.status(), &JobStatus::Failed(why).encode(), None)) {
+                            if let Err(e) = self.ask(&rt, coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
                                 tracing::warn!(error = %e, "cannot mark the job failed");
                             }
+                            gave_up = Some(why);
                         } else {
-                            self.spawn(next_id, None, &exits)?;
-                            next_id += 1;
+                            pending.push_back(Instant::now() + delay);
                         }
                     }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if idle => {
+                    if status == JobStatus::Running {
+                        status = JobStatus::Failed(gave_up.take().unwrap_or_else(|| "every node process has stopped".into()));
+                    }
+                    break;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        Ok(LaunchReport { status, started: next_id as usize, died })
+        let started = self.started.lock().expect("started lock").len();
+        Ok(LaunchReport { status, started, died, coordinator_lost: false })
+    }
+}
+
+#[cfg(unix)]
+fn killed_by_sigkill(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
+}
+
+#[cfg(not(unix))]
+fn killed_by_sigkill(_: ExitStatus) -> bool {
+    false
+}
+
+/// Makes the child die (SIGKILL) when this process dies.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends,
+/// not the process: [`Launch::run`] spawns every node from its own thread,
+/// which lives until the nodes have stopped. If the launcher died between
+/// the fork and the `prctl`, the signal would never come: the child then
+/// sees another parent and exits at once.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe system calls (prctl, getppid, _exit); it
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(EXIT_NODE_FAILED);
+            }
+            Ok(())
+        });
     }
 }
 

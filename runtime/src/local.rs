@@ -13,6 +13,7 @@ use crate::graph::TaskId;
 use crate::job::{Job, JobStatus, Keys};
 use crate::node::{self, FaultHook, FaultPoint, NodeConfig, NodeExit};
 
+pub use crate::launch::DEFAULT_STALL_TIMEOUT;
 pub use crate::node::TransportFaults;
 
 /// Runs a job in this process.
@@ -30,7 +31,8 @@ pub struct LocalCluster {
     coord: Option<Arc<dyn Coordinator>>,
     faults: Option<Arc<dyn FaultHook>>,
     transport: TransportFaults,
-    timeout: Duration,
+    timeout: Option<Duration>,
+    stall: Option<Duration>,
     max_restarts: usize,
     threads: Option<usize>,
 }
@@ -41,6 +43,7 @@ impl std::fmt::Debug for LocalCluster {
             .field("job", &self.job)
             .field("spares", &self.spares)
             .field("timeout", &self.timeout)
+            .field("stall_timeout", &self.stall)
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +63,9 @@ pub struct JobResult {
 
 impl LocalCluster {
     /// A cluster for `job`: one node per task, no spares, the embedded
-    /// coordinator, a 60 s time limit.
+    /// coordinator, no overall time limit: the job fails only if it makes
+    /// no progress for [`DEFAULT_STALL_TIMEOUT`] (see
+    /// [`stall_timeout`](Self::stall_timeout)).
     pub fn new(job: Job) -> Self {
         LocalCluster {
             job,
@@ -68,7 +73,8 @@ impl LocalCluster {
             coord: None,
             faults: None,
             transport: TransportFaults::default(),
-            timeout: Duration::from_secs(60),
+            timeout: None,
+            stall: Some(DEFAULT_STALL_TIMEOUT),
             max_restarts: 1000,
             threads: None,
         }
@@ -108,9 +114,23 @@ impl LocalCluster {
         self
     }
 
-    /// Fails the job if it has not ended after `timeout`.
+    /// Fails the job if it has not ended after `timeout` (default: no
+    /// overall limit); [`run`](Self::run) then returns
+    /// [`Error::Timeout`](crate::Error::Timeout) ("timed out after ..").
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fails the job when it makes no progress, no new epoch and no status
+    /// change, for `stall` ([`DEFAULT_STALL_TIMEOUT`] by default; `None`:
+    /// never): [`run`](Self::run) then returns
+    /// [`Error::Timeout`](crate::Error::Timeout) ("made no progress for
+    /// .."). A job that keeps advancing runs as long as it needs. Progress
+    /// is read from the coordinator's `epoch` and `status` keys, at least
+    /// every second.
+    pub fn stall_timeout(mut self, stall: Option<Duration>) -> Self {
+        self.stall = stall;
         self
     }
 
@@ -123,8 +143,9 @@ impl LocalCluster {
             .enable_all()
             .build()
             .map_err(|e| crate::Error::Io(e.to_string()))?;
-        // This run owns the job's keys.
-        rt.block_on(coord.delete_prefix(keys.root()))?;
+        // This run owns the job's keys: it starts the job afresh, unless
+        // the job is running (on a shared coordinator).
+        rt.block_on(crate::job::start_fresh(&*coord, &keys, &self.job.name))?;
 
         let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
         let replicas = self.job.replicas as usize;
@@ -166,15 +187,27 @@ impl LocalCluster {
             start(None, &mut live)?;
         }
 
-        let deadline = Instant::now() + self.timeout;
+        let started_at = Instant::now();
+        // How often progress (and the time limit) is checked.
+        let tick = self.stall.map_or(Duration::from_secs(1), |s| (s / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let mut checked_at = Instant::now();
+        // The epoch and status keys' values last read.
+        type Progress = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let mut seen: Option<Progress> = None;
+        let mut progressed_at = Instant::now();
         let mut kills = 0;
         let mut restarts = 0;
         let mut ended = false;
-        let mut timed_out = false;
+        // Why this run stopped the job itself (time limit, no progress).
+        let mut stopped: Option<String> = None;
         let mut failure: Option<String> = None;
         while live > 0 {
-            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            match exit_rx.recv_timeout(if timed_out { Duration::from_secs(10) } else { wait }) {
+            let wait = match (stopped.is_some(), self.timeout) {
+                (true, _) => Duration::from_secs(10),
+                (false, Some(t)) => (started_at + t).saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), tick),
+                (false, None) => tick,
+            };
+            match exit_rx.recv_timeout(wait) {
                 Ok((id, exit)) => {
                     live -= 1;
                     let replace = match exit {
@@ -197,7 +230,7 @@ impl LocalCluster {
                             true
                         }
                     };
-                    if replace && !ended && !timed_out {
+                    if replace && !ended && stopped.is_none() {
                         restarts += 1;
                         if restarts > self.max_restarts {
                             failure.get_or_insert_with(|| format!("more than {} node restarts", self.max_restarts));
@@ -207,16 +240,37 @@ impl LocalCluster {
                         }
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) if !timed_out => {
-                    timed_out = true;
-                    let why = format!("timed out after {:?}", self.timeout);
-                    let _ = rt.block_on(fail(&*coord, &keys, &why));
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) if stopped.is_none() => {}
                 Err(_) => {
                     return Err(crate::Error::Timeout(format!(
                         "job `{}`: {live} node(s) did not stop after the job ended",
                         self.job.name
                     )))
+                }
+            }
+            if stopped.is_none() && !ended && checked_at.elapsed() >= tick {
+                checked_at = Instant::now();
+                if let Some(t) = self.timeout.filter(|t| started_at.elapsed() > *t) {
+                    stopped = Some(format!("timed out after {t:?}"));
+                } else if let Some(stall) = self.stall {
+                    let now = rt.block_on(async {
+                        let epoch = coord.get(&keys.epoch()).await?.map(|kv| kv.value);
+                        let status = coord.get(&keys.status()).await?.map(|kv| kv.value);
+                        crate::coord::CoordResult::Ok((epoch, status))
+                    });
+                    // An unreachable coordinator is the nodes' to wait out.
+                    if let Ok(now) = now {
+                        let epoch = now.0.as_deref().map_or("?".into(), |e| String::from_utf8_lossy(e).into_owned());
+                        if seen.as_ref() != Some(&now) {
+                            seen = Some(now);
+                            progressed_at = Instant::now();
+                        } else if progressed_at.elapsed() > stall {
+                            stopped = Some(format!("no progress for {stall:?} (stuck at epoch {epoch})"));
+                        }
+                    }
+                }
+                if let Some(why) = &stopped {
+                    let _ = rt.block_on(fail(&*coord, &keys, why));
                 }
             }
         }
@@ -234,8 +288,8 @@ impl LocalCluster {
             .into_iter()
             .map(|kv| (kv.key.trim_start_matches(&keys.records()).to_owned(), kv.value))
             .collect();
-        if timed_out {
-            return Err(crate::Error::Timeout(format!("job `{}` timed out after {:?}", self.job.name, self.timeout)));
+        if let Some(why) = stopped {
+            return Err(crate::Error::Timeout(format!("job `{}` {}", self.job.name, why.replacen("no progress", "made no progress", 1))));
         }
         if let (Some(why), JobStatus::Running) = (&failure, &status) {
             return Err(crate::Error::Node(why.clone()));

@@ -5,6 +5,7 @@
 use taskgraph::message::Message;
 
 pub mod bench_support;
+pub mod bins;
 pub mod capnp_tool;
 pub mod chaos;
 pub mod etcd;

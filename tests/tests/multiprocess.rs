@@ -38,24 +38,10 @@ fn f5_hot_backups_take_over_killed_primaries_with_their_progress() {
     assert!(report.leftovers.is_empty(), "processes left running: {:?}", report.leftovers);
 }
 
-/// The `taskgraph` binary, built on demand (it is another package's, so
-/// this test builds it the way a user would).
-fn taskgraph_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "taskgraph", "--features", "cli", "--bin", "taskgraph"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cannot build the taskgraph command");
-    // target/<profile>/deps/multiprocess-... -> target/<profile>/../debug
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
-    target.join("debug").join("taskgraph")
-}
-
 #[test]
 fn the_taskgraph_command_launches_shows_and_stops_jobs() {
     let etcd = EtcdServer::start();
-    let tg = taskgraph_binary();
+    let tg = taskgraph_tests::bins::taskgraph_binary();
     let node = env!("CARGO_BIN_EXE_w1-node");
 
     // A whole job: launch returns when it is done.

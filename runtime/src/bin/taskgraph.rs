@@ -7,13 +7,14 @@
 //! ```
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use taskgraph::coord::{Coordinator, Etcd, EtcdOptions};
-use taskgraph::launch::Launch;
+use taskgraph::launch::{Launch, Orphans, EXIT_COORDINATOR_LOST};
 use taskgraph::JobStatus;
 
 #[derive(Parser, Debug)]
@@ -28,6 +29,10 @@ enum Cmd {
     /// Run a job as node processes of PROGRAM on this machine, restarting
     /// any that dies, until the job ends. Each node runs
     /// `PROGRAM ARGS --etcd E --job J --node-id N [--task T]`.
+    ///
+    /// Refuses a job of this name that is running (has live nodes): stop
+    /// it first, or add nodes to it with --join. Exits 0 when the job is
+    /// done, 69 when it gave up on an unreachable etcd, 1 otherwise.
     Launch {
         /// etcd endpoints, comma-separated.
         #[arg(long)]
@@ -36,14 +41,33 @@ enum Cmd {
         #[arg(long)]
         job: String,
         /// How many tasks the job has (one node process each).
-        #[arg(long)]
-        tasks: u64,
+        #[arg(long, required_unless_present = "join")]
+        tasks: Option<u64>,
         /// Spare node processes.
         #[arg(long, default_value_t = 0)]
         spares: usize,
-        /// Fail the job if it has not ended after this many seconds.
-        #[arg(long, default_value_t = 3600)]
-        timeout: u64,
+        /// Add the --spares node processes to the running job JOB (its
+        /// keys untouched; node ids above its live nodes') instead of
+        /// starting it.
+        #[arg(long)]
+        join: bool,
+        /// Fail the job if it has not ended after this many seconds
+        /// (default: no limit; see --stall-timeout).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Fail the job when it goes this many seconds without a new epoch
+        /// (0: never).
+        #[arg(long, default_value_t = 180)]
+        stall_timeout: u64,
+        /// Give up (kill the nodes, exit 69) when etcd has been
+        /// unreachable for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        coordinator_patience: u64,
+        /// What becomes of the node processes if this launcher is killed:
+        /// `kill` (they die with it; Linux) or `keep` (they carry on,
+        /// unsupervised, until the job ends or `taskgraph stop`).
+        #[arg(long, default_value = "kill", value_parser = |s: &str| s.parse::<Orphans>())]
+        orphans: Orphans,
         /// The application binary and its arguments.
         #[arg(last = true, required = true)]
         program: Vec<OsString>,
@@ -93,8 +117,17 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Launch { etcd, job, tasks, spares, timeout, program } => {
-            launch(&rt, &etcd, &job, tasks, spares, Duration::from_secs(timeout), program)
+        Cmd::Launch { etcd, job, tasks, spares, join, timeout, stall_timeout, coordinator_patience, orphans, program } => {
+            let options = LaunchOptions {
+                tasks: tasks.unwrap_or(0),
+                spares,
+                join,
+                timeout: timeout.map(Duration::from_secs),
+                stall: (stall_timeout > 0).then(|| Duration::from_secs(stall_timeout)),
+                patience: Duration::from_secs(coordinator_patience),
+                orphans,
+            };
+            launch(&rt, &etcd, &job, options, program)
         }
         Cmd::Status { etcd, job } => connect(&rt, &etcd).and_then(|c| status(&rt, &*c, &job)),
         Cmd::Stop { etcd, job, reason } => connect(&rt, &etcd).and_then(|c| stop(&rt, &*c, &job, &reason)),
@@ -108,24 +141,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn launch(
-    rt: &tokio::runtime::Runtime,
-    etcd: &str,
-    job: &str,
+struct LaunchOptions {
     tasks: u64,
     spares: usize,
-    timeout: Duration,
-    mut program: Vec<OsString>,
-) -> Result<ExitCode, String> {
+    join: bool,
+    timeout: Option<Duration>,
+    stall: Option<Duration>,
+    patience: Duration,
+    orphans: Orphans,
+}
+
+fn launch(rt: &tokio::runtime::Runtime, etcd: &str, job: &str, o: LaunchOptions, mut program: Vec<OsString>) -> Result<ExitCode, String> {
     let coord = connect(rt, etcd)?;
     let binary = program.remove(0);
-    let launch = Launch::new(binary, program, etcd, job, tasks).spares(spares).timeout(timeout);
+    let mut launch = Launch::new(binary, program, etcd, job, o.tasks)
+        .spares(o.spares)
+        .join(o.join)
+        .stall_timeout(o.stall)
+        .coordinator_patience(o.patience)
+        .orphans(o.orphans);
+    if let Some(t) = o.timeout {
+        launch = launch.timeout(t);
+    }
     let report = launch.run(coord).map_err(|e| e.to_string())?;
-    eprintln!("job {job}: {:?} ({} node processes started, {} died and were replaced)", report.status, report.started, report.died);
-    Ok(if report.status == JobStatus::Done { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    eprintln!("job {job}: {:?} ({} node processes started, {} died while the job ran)", report.status, report.started, report.died);
+    Ok(match report.status {
+        JobStatus::Done => ExitCode::SUCCESS,
+        _ if report.coordinator_lost => ExitCode::from(EXIT_COORDINATOR_LOST as u8),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// Standard output, locked; a reader that went away (`taskgraph status |
+/// head -3`) ends the command quietly instead of panicking as `println!`
+/// does.
+struct Out(std::io::StdoutLock<'static>);
+
+/// What a closed standard output means for a command: nothing to report.
+struct Closed;
+
+impl Out {
+    fn new() -> Self {
+        Out(std::io::stdout().lock())
+    }
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), Closed> {
+        match self.0.write_fmt(args).and_then(|()| self.0.write_all(b"\n")) {
+            Ok(()) => Ok(()),
+            // Any other write error: nowhere to report it either.
+            Err(_) => Err(Closed),
+        }
+    }
+    fn done(mut self) -> Result<(), Closed> {
+        self.0.flush().map_err(|_| Closed)
+    }
 }
 
 fn status(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> Result<ExitCode, String> {
+    let lines = status_lines(rt, coord, job)?;
+    let mut out = Out::new();
+    // A reader that stopped reading (`| head -3`) wanted no more.
+    let _ = lines.iter().try_for_each(|line| out.line(format_args!("{line}"))).and_then(|()| out.done());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_lines(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> Result<Vec<String>, String> {
     let root = format!("/taskgraph/{job}/");
     let (kvs, _) = rt.block_on(coord.get_prefix(&root)).map_err(|e| e.to_string())?;
     if kvs.is_empty() {
@@ -134,7 +213,7 @@ fn status(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> R
     let text = |key: &str| {
         kvs.iter().find(|kv| kv.key == format!("{root}{key}")).map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     };
-    println!("job {job}: {}, epoch {}", text("status").unwrap_or_else(|| "?".into()), text("epoch").unwrap_or_else(|| "?".into()));
+    let mut lines = vec![format!("job {job}: {}, epoch {}", text("status").unwrap_or_else(|| "?".into()), text("epoch").unwrap_or_else(|| "?".into()))];
     let mut primaries = Vec::new();
     let mut nodes = Vec::new();
     for kv in &kvs {
@@ -147,20 +226,20 @@ fn status(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> R
     }
     primaries.sort();
     nodes.sort();
-    println!("{:>6}  {:>6}  {:>8}  address", "task", "node", "term");
+    lines.push(format!("{:>6}  {:>6}  {:>8}  address", "task", "node", "term"));
     let field = |v: &str, name: &str| {
         v.split_whitespace().find_map(|p| p.strip_prefix(name).map(str::to_owned)).unwrap_or_else(|| "?".into())
     };
     let mut busy = Vec::new();
     for (task, value, term) in &primaries {
         let node = field(value, "node=");
-        println!("{task:>6}  {node:>6}  {term:>8}  {}", field(value, "addr="));
+        lines.push(format!("{task:>6}  {node:>6}  {term:>8}  {}", field(value, "addr=")));
         busy.push(node);
     }
     let spares: Vec<String> =
         nodes.iter().filter(|(id, _)| !busy.contains(&id.to_string())).map(|(id, v)| format!("{id} ({})", field(v, "addr="))).collect();
-    println!("spares: {}", if spares.is_empty() { "none".to_owned() } else { spares.join(", ") });
-    Ok(ExitCode::SUCCESS)
+    lines.push(format!("spares: {}", if spares.is_empty() { "none".to_owned() } else { spares.join(", ") }));
+    Ok(lines)
 }
 
 fn stop(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str, reason: &str) -> Result<ExitCode, String> {
@@ -175,7 +254,8 @@ fn stop(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str, reason
         .map_err(|e| e.to_string())?;
     match result {
         Ok(_) => {
-            println!("job {job} stopped");
+            let mut out = Out::new();
+            let _ = out.line(format_args!("job {job} stopped")).and_then(|()| out.done());
             Ok(ExitCode::SUCCESS)
         }
         Err(Some(kv)) => Err(format!("job {job} is not running: {}", String::from_utf8_lossy(&kv.value))),

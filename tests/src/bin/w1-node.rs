@@ -32,15 +32,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs, replicas) {
-        Ok(taskgraph::NodeExit::JobEnded(_)) => ExitCode::SUCCESS,
-        Ok(other) => {
-            eprintln!("w1-node {}: stopped: {other:?}", node.node_id);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("w1-node {}: {e}", node.node_id);
-            ExitCode::FAILURE
-        }
+    let result = taskgraph_examples::regression::run_node_process(&node, tasks, size, epochs, replicas);
+    match &result {
+        Ok(taskgraph::NodeExit::JobEnded(_)) => {}
+        Ok(other) => eprintln!("w1-node {}: stopped: {other:?}", node.node_id),
+        Err(e) => eprintln!("w1-node {}: {e}", node.node_id),
     }
+    // 0, or why it stopped: see taskgraph::launch's exit statuses.
+    taskgraph::launch::exit_code(&result)
 }
