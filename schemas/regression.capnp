@@ -12,3 +12,13 @@ struct Grad @0x85920bcafd6d71b4 {
 struct Progress @0xff67e51890c624b1 {
   epochs @0 :List(UInt32);
 }
+
+struct ProgressUpdate @0xe0a3dfe88c59cf89 {
+  union {
+    whole @0 :Progress;
+    computed :group {
+      epoch @1 :UInt64;
+      count @2 :UInt32;
+    }
+  }
+}

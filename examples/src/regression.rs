@@ -36,21 +36,66 @@ pub struct Grad {
 /// (`epochs[e]`). It is the tasks' replicated state: every change goes to
 /// the task's hot backups (a job with `replicas > 1`), so a backup that
 /// takes over knows what its primary did, and a count above 1 is an epoch
-/// computed again.
+/// computed again. It grows by one count an epoch, so the primary sends
+/// its backups only the change ([`ProgressUpdate::Computed`]); the whole
+/// of it goes only to a backup that joins late (the snapshot).
 #[derive(Message, Debug, Clone, PartialEq, Default)]
 pub struct Progress {
     #[capnp(ordinal = 0)]
     pub epochs: Vec<u32>,
 }
 
+/// What the tasks replicate (`replicated(ProgressUpdate)`): one change to
+/// their [`Progress`], or all of it. The DSL uses one message for both
+/// the updates and the snapshot a late backup starts from, so that message
+/// can say either.
+#[derive(Message, Debug, Clone, PartialEq)]
+pub enum ProgressUpdate {
+    /// The whole progress: the task's snapshot.
+    #[capnp(ordinal = 0)]
+    Whole(Progress),
+    /// `epoch`'s result has now been computed `count` times (a count, not
+    /// an increment: applying it twice changes nothing).
+    Computed {
+        #[capnp(ordinal = 1)]
+        epoch: u64,
+        #[capnp(ordinal = 2)]
+        count: u32,
+    },
+}
+
 impl Progress {
-    /// Counts a computation of `epoch`'s result.
-    fn computed(&mut self, epoch: Epoch) {
+    /// Counts a computation of `epoch`'s result: the change, to replicate.
+    fn computed(&mut self, epoch: Epoch) -> ProgressUpdate {
+        let count = self.count(epoch) + 1;
+        self.set(epoch, count);
+        ProgressUpdate::Computed { epoch, count }
+    }
+
+    /// How many times `epoch`'s result was computed.
+    fn count(&self, epoch: Epoch) -> u32 {
+        usize::try_from(epoch).ok().and_then(|e| self.epochs.get(e)).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, epoch: Epoch, count: u32) {
         let e = epoch as usize;
         if self.epochs.len() <= e {
             self.epochs.resize(e + 1, 0);
         }
-        self.epochs[e] += 1;
+        self.epochs[e] = count;
+    }
+
+    /// Applies an update of the primary's (on a backup).
+    pub fn apply(&mut self, update: ProgressUpdate) {
+        match update {
+            ProgressUpdate::Whole(whole) => *self = whole,
+            ProgressUpdate::Computed { epoch, count } => self.set(epoch, count),
+        }
+    }
+
+    /// The whole progress as an update: the snapshot.
+    pub fn whole(&self) -> ProgressUpdate {
+        ProgressUpdate::Whole(self.clone())
     }
 
     /// As recorded at the end: the counts, comma-separated.
@@ -83,9 +128,9 @@ impl TreeLinks for Tree {
 taskgraph! {
     /// W1: the parameter goes down the tree, the gradients come up.
     pub graph Regression(topology = Tree) {
-        messages Param, Grad, Progress;
-        role Root = 0 replicated(Progress);
-        role Worker = 1.. replicated(Progress);
+        messages Param, Grad, Progress, ProgressUpdate;
+        role Root = 0 replicated(ProgressUpdate);
+        role Worker = 1.. replicated(ProgressUpdate);
         Worker fetches Param over parent from Root | Worker;
         Root | Worker fetch Grad over children from Worker;
     }
@@ -130,8 +175,8 @@ impl Root {
         if let Some(bad) = self.sum.iter().position(|v| *v != first) {
             return cx.fail_job(format!("epoch {e}: element {bad} of the root value is {}, not {first}", self.sum[bad]));
         }
-        self.progress.computed(e);
-        cx.replicate(&self.progress);
+        let update = self.progress.computed(e);
+        cx.replicate(&update);
         cx.record(record_name(e), first.to_string());
         if e >= self.last_epoch {
             cx.end_job();
@@ -170,11 +215,11 @@ impl RootHandlers for Root {
         took_over(&self.progress, term, cx);
     }
     fn became_backup(&mut self, _cx: &mut RootCx<'_>) {}
-    fn apply_update(&mut self, _cx: &mut RootCx<'_>, update: Progress) {
-        self.progress = update;
+    fn apply_update(&mut self, _cx: &mut RootCx<'_>, update: ProgressUpdate) {
+        self.progress.apply(update);
     }
-    fn snapshot(&self) -> Option<Progress> {
-        Some(self.progress.clone())
+    fn snapshot(&self) -> Option<ProgressUpdate> {
+        Some(self.progress.whole())
     }
     fn exit(&mut self, cx: &mut RootCx<'_>) {
         let name = format!("computed/{}", cx.task());
@@ -233,8 +278,8 @@ impl Worker {
         let id = cx.task() as f32;
         let values = param.values.iter().zip(&self.sum).map(|(p, s)| p * id + s).collect();
         let grad = Encoded::new(&Grad { values });
-        self.progress.computed(cx.epoch());
-        cx.replicate(&self.progress);
+        let update = self.progress.computed(cx.epoch());
+        cx.replicate(&update);
         if let Some(parent) = self.grad_waiting.take() {
             cx.reply_grad_encoded(parent, &grad);
         }
@@ -292,11 +337,11 @@ impl WorkerHandlers for Worker {
         took_over(&self.progress, term, cx);
     }
     fn became_backup(&mut self, _cx: &mut WorkerCx<'_>) {}
-    fn apply_update(&mut self, _cx: &mut WorkerCx<'_>, update: Progress) {
-        self.progress = update;
+    fn apply_update(&mut self, _cx: &mut WorkerCx<'_>, update: ProgressUpdate) {
+        self.progress.apply(update);
     }
-    fn snapshot(&self) -> Option<Progress> {
-        Some(self.progress.clone())
+    fn snapshot(&self) -> Option<ProgressUpdate> {
+        Some(self.progress.whole())
     }
     fn exit(&mut self, cx: &mut WorkerCx<'_>) {
         let name = format!("computed/{}", cx.task());
@@ -404,4 +449,45 @@ pub fn run_node_process(
     let etcd = rt.block_on(taskgraph::coord::Etcd::connect(&endpoints, Default::default()))?;
     let job = job(tasks, size, last_epoch).replicas(replicas).named(node.job.clone());
     taskgraph::run_node(job, std::sync::Arc::new(etcd), taskgraph::NodeOptions::new(node.node_id, node.task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backup that applies the primary's updates has the primary's
+    /// progress; one that starts from a snapshot too; and an update stays
+    /// small however long the job has run, while the snapshot is all of it.
+    #[test]
+    fn updates_carry_only_the_change_and_rebuild_the_progress() {
+        let mut primary = Progress::default();
+        let mut backup = Progress::default();
+        let mut late = None;
+        for e in 0..30_000 {
+            let update = primary.computed(e);
+            // As the runtime carries it: encoded, decoded on the backup.
+            let frame = update.encode();
+            assert!(frame.len() <= 48, "epoch {e}: an update of {} bytes", frame.len());
+            backup.apply(ProgressUpdate::decode(&frame).unwrap());
+            if e == 20_000 {
+                let mut joined = Progress::default();
+                joined.apply(ProgressUpdate::decode(&primary.whole().encode()).unwrap());
+                late = Some(joined);
+            } else if let Some(joined) = &mut late {
+                joined.apply(update);
+            }
+        }
+        assert!(late.as_ref() == Some(&primary), "the backup that joined late differs");
+        // An epoch computed again (after a takeover) counts twice; an
+        // update applied twice, once.
+        let again = primary.computed(7);
+        backup.apply(again.clone());
+        backup.apply(again);
+        assert!(backup == primary, "the backup differs");
+        assert_eq!(primary.epochs.len(), 30_000);
+        assert!(primary.whole().encode().len() > 4 * 30_000);
+        assert_eq!(primary.count(7), 2);
+        assert_eq!(primary.count(8), 1);
+        assert_eq!(primary.count(30_000), 0);
+    }
 }

@@ -236,6 +236,52 @@ async fn compaction_then_reread_and_watch() {
     assert!(matches!(next(&mut s.watch("", 11).await.unwrap()).await, Some(Err(CoordError::Compacted { oldest: 12, .. }))));
 }
 
+/// `Coordinator::compact` (the trait's, lenient) really drops the history
+/// and gives its memory back; the inherent `Embedded::compact` stays strict.
+#[tokio::test]
+async fn compaction_through_the_trait_frees_the_history() {
+    let s = Embedded::new();
+    for i in 0..5000 {
+        s.put(&format!("k/{}", i % 7), b"v", None).await.unwrap();
+    }
+    let (len, capacity) = s.history_size();
+    assert_eq!(len, 5000);
+    assert!(capacity >= 5000);
+    let (_, rev) = s.get_prefix("").await.unwrap();
+    Coordinator::compact(&s, rev - 1).await.unwrap();
+    let (len, capacity) = s.history_size();
+    assert_eq!(len, 2, "the events of the last two revisions are left");
+    assert!(capacity <= 1024, "the history's memory was not given back: room for {capacity} events");
+
+    assert_eq!(Coordinator::compact(&s, rev - 1).await, Ok(()), "again: nothing to do");
+    assert_eq!(Coordinator::compact(&s, 2).await, Ok(()), "below: nothing to do");
+    assert_eq!(s.compact(2), Err(CoordError::Compacted { requested: 2, oldest: rev - 1 }), "the inherent one is strict");
+    assert!(matches!(Coordinator::compact(&s, rev + 1).await, Err(CoordError::Invalid(_))));
+    let mut w = s.watch("k/", rev - 1).await.unwrap();
+    assert_eq!(next_event(&mut w).await.revision(), rev - 1);
+    assert_eq!(next_event(&mut w).await.revision(), rev);
+}
+
+/// Compacting as a job goes (to the revision of one "period" ago, as
+/// `Compactor` does) keeps the history at about a period's worth, however
+/// long the job runs.
+#[tokio::test]
+async fn periodic_compaction_keeps_the_history_small() {
+    let s = Embedded::new();
+    let mut compactor = taskgraph::coord::Compactor::new(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let mut most = 0;
+    for i in 0..30_000u64 {
+        let rev = s.put("epoch", &i.to_le_bytes(), None).await.unwrap();
+        // A simulated clock: one write a millisecond, so 1 000 a period.
+        let now = t0 + Duration::from_millis(i);
+        compactor.compact_if_due(&s, now, rev).await.unwrap();
+        most = most.max(s.history_size().0);
+    }
+    assert!(most <= 2001, "the history held up to {most} events");
+    assert!(s.history_size().1 <= 4096, "the history's memory: room for {} events", s.history_size().1);
+}
+
 #[tokio::test]
 async fn the_history_is_bounded() {
     let s = Embedded::with_history_limit(5);

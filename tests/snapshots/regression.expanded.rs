@@ -49,10 +49,10 @@ pub trait RootHandlers: 'static {
     /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
     fn became_backup(&mut self, cx: &mut RootCx<'_>);
     /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
-    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: Progress);
+    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: ProgressUpdate);
     /// The task's whole state as one update, for a backup that joins late
     /// (`None`: the primary keeps every update and replays them instead).
-    fn snapshot(&self) -> ::core::option::Option<Progress> {
+    fn snapshot(&self) -> ::core::option::Option<ProgressUpdate> {
         ::core::option::Option::None
     }
     /// A neighbour's node is gone and no node holds its task now.
@@ -102,7 +102,7 @@ impl RootCx<'_>
 where
     for<'__a> Param: ::taskgraph::Message,
     for<'__a> Grad: ::taskgraph::Message,
-    for<'__a> Progress: ::taskgraph::Message,
+    for<'__a> ProgressUpdate: ::taskgraph::Message,
 {
     /// Fetches `Grad` (edge `grad`) from every `children` neighbour at this epoch; `on_grad` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_grad(&mut self) -> usize {
@@ -132,7 +132,7 @@ where
     /// Sends `update` to this task's backups, which apply it in `apply_update`, in
     /// order; it reaches them before anything this task does next becomes visible
     /// to other tasks (a reply, a flag, a record, an epoch advance).
-    pub fn replicate(&mut self, update: &Progress) {
+    pub fn replicate(&mut self, update: &ProgressUpdate) {
         ::taskgraph::__private::dsl::replicate(&mut self.0, update)
     }
 }
@@ -141,7 +141,7 @@ const _: () = {
     where
         for<'__a> Param: ::taskgraph::Message,
         for<'__a> Grad: ::taskgraph::Message,
-        for<'__a> Progress: ::taskgraph::Message,
+        for<'__a> ProgressUpdate: ::taskgraph::Message,
     {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut RootCx(cx))
@@ -233,7 +233,7 @@ const _: () = {
             T::became_backup(task, &mut RootCx(cx))
         }
         fn apply_update(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, update: &[u8]) {
-            let update = ::taskgraph::__private::dsl::update::<Progress>(update);
+            let update = ::taskgraph::__private::dsl::update::<ProgressUpdate>(update);
             T::apply_update(task, &mut RootCx(cx), update)
         }
         fn snapshot(task: &T) -> ::core::option::Option<::std::vec::Vec<u8>> {
@@ -290,10 +290,10 @@ pub trait WorkerHandlers: 'static {
     /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
     fn became_backup(&mut self, cx: &mut WorkerCx<'_>);
     /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
-    fn apply_update(&mut self, cx: &mut WorkerCx<'_>, update: Progress);
+    fn apply_update(&mut self, cx: &mut WorkerCx<'_>, update: ProgressUpdate);
     /// The task's whole state as one update, for a backup that joins late
     /// (`None`: the primary keeps every update and replays them instead).
-    fn snapshot(&self) -> ::core::option::Option<Progress> {
+    fn snapshot(&self) -> ::core::option::Option<ProgressUpdate> {
         ::core::option::Option::None
     }
     /// A neighbour's node is gone and no node holds its task now.
@@ -343,7 +343,7 @@ impl WorkerCx<'_>
 where
     for<'__a> Param: ::taskgraph::Message,
     for<'__a> Grad: ::taskgraph::Message,
-    for<'__a> Progress: ::taskgraph::Message,
+    for<'__a> ProgressUpdate: ::taskgraph::Message,
 {
     /// Fetches `Param` (edge `param`) from every `parent` neighbour at this epoch; `on_param` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
     pub fn fetch_param(&mut self) -> usize {
@@ -398,7 +398,7 @@ where
     /// Sends `update` to this task's backups, which apply it in `apply_update`, in
     /// order; it reaches them before anything this task does next becomes visible
     /// to other tasks (a reply, a flag, a record, an epoch advance).
-    pub fn replicate(&mut self, update: &Progress) {
+    pub fn replicate(&mut self, update: &ProgressUpdate) {
         ::taskgraph::__private::dsl::replicate(&mut self.0, update)
     }
 }
@@ -407,7 +407,7 @@ const _: () = {
     where
         for<'__a> Param: ::taskgraph::Message,
         for<'__a> Grad: ::taskgraph::Message,
-        for<'__a> Progress: ::taskgraph::Message,
+        for<'__a> ProgressUpdate: ::taskgraph::Message,
     {
         fn init(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>) {
             T::init(task, &mut WorkerCx(cx))
@@ -517,7 +517,7 @@ const _: () = {
             T::became_backup(task, &mut WorkerCx(cx))
         }
         fn apply_update(task: &mut T, cx: ::taskgraph::dsl::TaskCx<'_>, update: &[u8]) {
-            let update = ::taskgraph::__private::dsl::update::<Progress>(update);
+            let update = ::taskgraph::__private::dsl::update::<ProgressUpdate>(update);
             T::apply_update(task, &mut WorkerCx(cx), update)
         }
         fn snapshot(task: &T) -> ::core::option::Option<::std::vec::Vec<u8>> {
@@ -558,6 +558,7 @@ const _: () = {
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
             for<'__a> Progress: ::taskgraph::Message,
+            for<'__a> ProgressUpdate: ::taskgraph::Message,
         {
             let RegressionTasks { root: __make0, worker: __make1 } = make;
             ::taskgraph::__private::dsl::job::<
@@ -603,11 +604,15 @@ const _: () = {
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
             for<'__a> Progress: ::taskgraph::Message,
+            for<'__a> ProgressUpdate: ::taskgraph::Message,
         {
             let mut schema = ::taskgraph::__private::capnp::Schema::default();
             <Param as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
             <Grad as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
             <Progress as ::taskgraph::__private::capnp::Named>::declare(&mut schema);
+            <ProgressUpdate as ::taskgraph::__private::capnp::Named>::declare(
+                &mut schema,
+            );
             schema.finish(12970922263753792951u64)
         }
         /// Writes [`capnp_schema`](Self::capnp_schema) to `dir` as
@@ -619,6 +624,7 @@ const _: () = {
             for<'__a> Param: ::taskgraph::Message,
             for<'__a> Grad: ::taskgraph::Message,
             for<'__a> Progress: ::taskgraph::Message,
+            for<'__a> ProgressUpdate: ::taskgraph::Message,
         {
             let path = dir.as_ref().join("regression.capnp");
             ::std::fs::write(&path, Self::capnp_schema())?;
@@ -674,6 +680,7 @@ const _: () = {
         ::taskgraph::__private::dsl::assert_message::<Param>();
         ::taskgraph::__private::dsl::assert_message::<Grad>();
         ::taskgraph::__private::dsl::assert_message::<Progress>();
+        ::taskgraph::__private::dsl::assert_message::<ProgressUpdate>();
     };
     const _: u32 = ::taskgraph::__private::dsl::link_id(
         <<Regression as ::taskgraph::dsl::Graph>::Topology as ::taskgraph::dsl::LinkSet>::LINKS,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use taskgraph::coord::Coordinator;
 use taskgraph::message::Limits;
 use taskgraph::prelude::*;
-use taskgraph_examples::regression::{self, Grad, Param, Progress, Regression, RegressionTasks, Root, RootCx, RootHandlers, Tree, Worker};
+use taskgraph_examples::regression::{self, Grad, Param, ProgressUpdate, Regression, RegressionTasks, Root, RootCx, RootHandlers, Tree, Worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -131,7 +131,7 @@ impl RootHandlers for TimedRoot {
     fn became_backup(&mut self, cx: &mut RootCx<'_>) {
         self.inner.became_backup(cx);
     }
-    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: Progress) {
+    fn apply_update(&mut self, cx: &mut RootCx<'_>, update: ProgressUpdate) {
         self.inner.apply_update(cx, update);
     }
 }

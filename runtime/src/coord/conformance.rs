@@ -14,6 +14,10 @@
 //! * waits are bounded by generous timeouts that fail the check, never
 //!   bare sleeps that hope something happened.
 //!
+//! One check, [`compaction_drops_older_history`], compacts the whole
+//! store's history up to one of its own writes: other clients are
+//! unaffected unless they watch from a revision older than that.
+//!
 //! Lease checks take the TTL to use: the shortest the implementation
 //! grants (a fraction of a second for the embedded store; 1–2 s for etcd,
 //! which rounds TTLs up to whole seconds and checks expiry every 500 ms).
@@ -46,6 +50,7 @@ pub async fn run_all(c: &dyn Coordinator, ttl: Duration) {
     watch_sees_live_events_in_order(c).await;
     watch_resumes_without_missing(c).await;
     watch_scoped_to_prefix(c).await;
+    compaction_drops_older_history(c).await;
     invalid_ttl_is_refused(c).await;
     gone_lease_is_an_error(c, ttl).await;
     lease_keys_vanish_on_revoke(c, ttl).await;
@@ -410,6 +415,69 @@ pub async fn watch_replays_from_revision(c: &dyn Coordinator) {
     t.expect_events(&mut from_ra, &from_a).await;
 
     t.expect_nothing_more(&mut [&mut after_noted, &mut from_rb, &mut from_ra]).await;
+    t.cleanup().await;
+}
+
+/// [`Coordinator::compact`]: after compacting to revision `r`, a watch from
+/// before `r` gets `Compacted { requested, oldest }` (`oldest >= r`) as its
+/// only item and ends; watches from `r` and after replay exactly what they
+/// did before; a watch that had caught up before it goes on; current values
+/// are unaffected; compacting to `r` again, or below it, is `Ok`; compacting
+/// past the current revision is `Invalid`.
+pub async fn compaction_drops_older_history(c: &dyn Coordinator) {
+    let t = Check::new(c, "compaction_drops_older_history");
+    let (key, other) = (t.key("k"), t.key("other"));
+    let r0 = t.ok("put", c.put(&other, b"o", None).await);
+    let mut open_before = t.ok("watch", c.watch(&t.prefix, r0).await);
+    let mut revisions = Vec::new();
+    for i in 0..5 {
+        revisions.push(t.ok("put", c.put(&key, format!("v{i}").as_bytes(), None).await));
+    }
+    let shapes: Vec<Shape> = revisions.iter().enumerate().map(|(i, r)| Shape::put(&key, format!("v{i}").as_bytes(), *r)).collect();
+    let cut = revisions[2];
+    // A watch that has caught up is not cut off by the compaction (one
+    // still replaying from before the compaction point may be: etcd).
+    let mut before = vec![Shape::put(&other, b"o", r0)];
+    before.extend(shapes.iter().cloned());
+    t.expect_events(&mut open_before, &before).await;
+    t.ok("compact", c.compact(cut).await);
+
+    for from in [r0, revisions[1], cut - 1] {
+        let mut w = t.ok("watch", c.watch(&t.prefix, from).await);
+        match tokio::time::timeout(EVENT_TIMEOUT, w.next()).await {
+            Ok(Some(Err(CoordError::Compacted { requested, oldest }))) => {
+                assert_eq!(requested, from, "{t}: the Compacted error of a watch from {from} names another revision");
+                assert!(oldest >= cut, "{t}: after compacting to {cut}, a watch from {from} reports {oldest} as the oldest kept");
+            }
+            other => panic!("{t}: a watch from {from}, before the compaction to {cut}, gave {other:?}, expected Compacted"),
+        }
+        match tokio::time::timeout(EVENT_TIMEOUT, w.next()).await {
+            Ok(None) => {}
+            other => panic!("{t}: a compacted watch went on with {other:?}"),
+        }
+    }
+    let mut from_cut = t.ok("watch", c.watch(&t.prefix, cut).await);
+    t.expect_events(&mut from_cut, &shapes[2..]).await;
+    let mut after_cut = t.ok("watch", c.watch(&t.prefix, revisions[3]).await);
+    t.expect_events(&mut after_cut, &shapes[3..]).await;
+    t.expect_nothing_more(&mut [&mut from_cut, &mut after_cut, &mut open_before]).await;
+
+    let kv = t.ok("get", c.get(&other).await).unwrap_or_else(|| panic!("{t}: {other} vanished in the compaction"));
+    assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"o"[..], r0), "{t}: a key last written before the compaction");
+
+    t.ok("compact (again, to the same revision)", c.compact(cut).await);
+    t.ok("compact (below the last compaction)", c.compact(revisions[0]).await);
+    t.ok("compact (to revision 1)", c.compact(1).await);
+    let mut w = t.ok("watch", c.watch(&t.prefix, revisions[1]).await);
+    assert!(
+        matches!(tokio::time::timeout(EVENT_TIMEOUT, w.next()).await, Ok(Some(Err(CoordError::Compacted { .. })))),
+        "{t}: compacting below the last compaction brought history back"
+    );
+    let (_, now) = t.ok("get_prefix", c.get_prefix(&t.prefix).await);
+    match c.compact(now + 1_000_000).await {
+        Err(CoordError::Invalid(_)) => {}
+        other => panic!("{t}: compacting past the current revision {now} gave {other:?}, expected Invalid"),
+    }
     t.cleanup().await;
 }
 

@@ -54,7 +54,8 @@ const EXPIRY_THREAD_NAME: &str = "tg-coord-expiry";
 ///   kept yields [`CoordError::Compacted`] as the watch's only item.
 ///   Watching from `0` (or below) means "from now"; watching from a future
 ///   revision is allowed, as in etcd, and delivers changes from that
-///   revision on.
+///   revision on. [`Coordinator::compact`] drops the history before a
+///   revision at once (and its memory), as etcd's compaction does.
 ///
 /// Differences from etcd: TTLs are not rounded to whole seconds and have no
 /// minimum (any non-zero [`Duration`] works), expiry is exact rather than
@@ -144,6 +145,10 @@ impl Embedded {
     /// revision ([`CoordError::Invalid`] otherwise), and compacting below
     /// what has already been dropped is [`CoordError::Compacted`];
     /// compacting at exactly the oldest kept revision does nothing.
+    ///
+    /// [`Coordinator::compact`] (through the trait) is the lenient form:
+    /// compacting at or below the oldest kept revision is `Ok`. Both free
+    /// the dropped events' memory.
     pub fn compact(&self, revision: Revision) -> CoordResult<()> {
         self.begin()?.compact(revision)
     }
@@ -156,6 +161,14 @@ impl Embedded {
         state.close();
         drop(state);
         self.shared().wake.notify_all();
+    }
+
+    /// How many events the watch history holds, and how many it has room
+    /// for without allocating (test hook; not a stable API).
+    #[doc(hidden)]
+    pub fn history_size(&self) -> (usize, usize) {
+        let state = self.shared().lock();
+        (state.history.len(), state.history.capacity())
     }
 
     /// How many watches are registered (test hook; not a stable API).
@@ -568,6 +581,12 @@ impl State {
             self.history.pop_front();
         }
         self.oldest = self.oldest.max(revision);
+        // Give the memory back too once most of it is unused (a compaction
+        // can drop nearly everything at once); trimming to the limit drops
+        // a revision at a time and stays near the capacity it needs.
+        if self.history.capacity() > 1024 && self.history.capacity() > 4 * self.history.len() {
+            self.history.shrink_to(2 * self.history.len());
+        }
     }
 
     fn compact(&mut self, revision: Revision) -> CoordResult<()> {
@@ -585,6 +604,16 @@ impl State {
         }
         self.drop_history_before(revision);
         Ok(())
+    }
+
+    /// [`Coordinator::compact`]: like [`compact`](Self::compact), but a
+    /// revision at or below the oldest kept one does nothing.
+    fn compact_at_least(&mut self, revision: Revision) -> CoordResult<()> {
+        // (`oldest` is never after the current revision.)
+        if revision <= self.oldest {
+            return Ok(());
+        }
+        self.compact(revision)
     }
 
     fn watch(&mut self, prefix: &str, from: Revision) -> Watch {
@@ -704,6 +733,10 @@ impl Coordinator for Embedded {
 
     async fn watch(&self, prefix: &str, from: Revision) -> CoordResult<Watch> {
         Ok(self.begin()?.watch(prefix, from))
+    }
+
+    async fn compact(&self, revision: Revision) -> CoordResult<()> {
+        self.begin()?.compact_at_least(revision)
     }
 }
 

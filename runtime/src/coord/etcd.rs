@@ -608,6 +608,30 @@ impl Coordinator for Etcd {
         .await
     }
 
+    /// etcd's compaction, not waiting for the physical part: once etcd
+    /// answers, reads and watches at older revisions fail (`Compacted`);
+    /// the space is freed in etcd's background (reused by later writes; the
+    /// database file shrinks only with `etcdctl defrag`).
+    async fn compact(&self, revision: Revision) -> CoordResult<()> {
+        if revision <= 1 {
+            // A fresh etcd is at revision 1: there is nothing before it.
+            return Ok(());
+        }
+        let mut kv = self.inner.kv.clone();
+        self.run("compact", async move {
+            match kv.compact(revision, None).await {
+                Ok(_) => Ok(()),
+                // At or below the last compaction: nothing to do.
+                Err(e) if is_compacted(&e) => Ok(()),
+                Err(e) if is_future_revision(&e) => Err(CoordError::Invalid(format!(
+                    "cannot compact at revision {revision}: it is in the future ({e})"
+                ))),
+                Err(e) => Err(map_error("compact", None, e)),
+            }
+        })
+        .await
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> CoordResult<Watch> {
         let client = self.inner.watch.clone();
         let options = self.inner.options.clone();

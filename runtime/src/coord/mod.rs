@@ -19,7 +19,11 @@
 //!   given revision: every change at or after that revision, in revision
 //!   order, none missed, even across reconnects; a revision that has been
 //!   compacted away is a [`CoordError::Compacted`] error, after which the
-//!   caller re-reads the prefix and watches from the revision it read at.
+//!   caller re-reads the prefix and watches from the revision it read at;
+//! * **compaction** ([`compact`](Coordinator::compact)): dropping the
+//!   history before a revision, so that the store does not grow with every
+//!   write forever; [`Compactor`] is the policy (keep at least one period of
+//!   history, as Kubernetes' API server does with etcd).
 //!
 //! Every implementation passes the same conformance suite
 //! (`taskgraph::coord::conformance`).
@@ -28,11 +32,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod compactor;
 mod embedded;
 pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
 
+pub use compactor::Compactor;
 pub use embedded::Embedded;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdOptions};
@@ -200,4 +206,32 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
     /// Every change to keys under `prefix` with revision `>= from`, in
     /// revision order, then live changes as they happen.
     async fn watch(&self, prefix: &str, from: Revision) -> CoordResult<Watch>;
+
+    /// Drops the store's history before `revision` (etcd's compaction):
+    /// after it, a watch from an older revision gets
+    /// [`CoordError::Compacted`] (its only item), while watches from
+    /// `revision` on, and every key's current value, are unaffected. Watches
+    /// already open keep going. Compacting to a revision at or below one
+    /// already compacted is not an error (it does nothing), so several
+    /// compactors, or a retried one, need no coordination; a `revision`
+    /// after the current one is [`CoordError::Invalid`].
+    ///
+    /// A long job calls this as it goes ([`Compactor`] says when, and to
+    /// what revision), or the store's history grows without bound (etcd:
+    /// its database; the embedded store: up to its history limit).
+    ///
+    /// (The concrete types also have an inherent, stricter `compact`, which
+    /// refuses a revision below the last compaction with `Compacted`:
+    /// `store.compact(r)` on an [`Embedded`] or `Etcd` value calls that
+    /// one; through `dyn Coordinator`, or as `Coordinator::compact(&store,
+    /// r)`, this one.)
+    ///
+    /// The default implementation, for coordinators written before this
+    /// method existed, compacts nothing and returns [`CoordError::Invalid`]
+    /// ("not supported"), which tells a caller to stop trying.
+    async fn compact(&self, revision: Revision) -> CoordResult<()> {
+        Err(CoordError::Invalid(format!(
+            "this coordinator cannot compact its history (asked to compact to revision {revision})"
+        )))
+    }
 }
