@@ -43,6 +43,7 @@ pub struct Job {
     pub(crate) graph: Option<&'static crate::dsl::GraphSpec>,
     pub(crate) replicas: u32,
     pub(crate) vacancy_timeout: Duration,
+    pub(crate) compaction: Option<Duration>,
 }
 
 impl fmt::Debug for Job {
@@ -74,6 +75,7 @@ impl Job {
             graph: None,
             replicas: 1,
             vacancy_timeout: Duration::from_secs(60),
+            compaction: Some(crate::coord::Compactor::DEFAULT_PERIOD),
         }
     }
 
@@ -109,6 +111,16 @@ impl Job {
     /// well under a second.
     pub fn vacancy_timeout(mut self, timeout: Duration) -> Self {
         self.vacancy_timeout = timeout;
+        self
+    }
+
+    /// How much of the coordinator's history the job keeps: the primary of
+    /// task 0 compacts it as the epochs go, to the revision of one
+    /// `period` ago ([`Compactor`](crate::coord::Compactor); 5 minutes by
+    /// default, as Kubernetes does). `None`: never (leave it to the
+    /// coordinator's own settings, e.g. etcd's `--auto-compaction-*`).
+    pub fn compaction(mut self, period: Option<Duration>) -> Self {
+        self.compaction = period;
         self
     }
 

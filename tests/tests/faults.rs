@@ -137,3 +137,22 @@ fn hot_standby_keeps_every_task_s_progress_over_many_kills() {
     assert!(report.recomputations() <= kills as u64, "{report:?}");
     assert!(report.leftovers.is_empty(), "processes left running: {:?}", report.leftovers);
 }
+
+/// The etcd store used to grow with every epoch: task 0's primary now
+/// compacts the coordinator's history as the job goes (one period kept).
+#[test]
+fn a_long_job_compacts_the_coordinator_s_history() {
+    let coord: Arc<dyn Coordinator> = Arc::new(Embedded::new());
+    let job = taskgraph_examples::regression::job(7, 1, 200).compaction(Some(Duration::from_millis(1)));
+    let result = taskgraph::LocalCluster::new(job).coordinator(coord.clone()).run().expect("the job runs");
+    assert_eq!(result.status, JobStatus::Done);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // History from the job's start is gone; the values are not.
+        let mut watch = coord.watch("/taskgraph/", 1).await.unwrap();
+        let first = watch.next().await;
+        assert!(matches!(first, Some(Err(taskgraph::coord::CoordError::Compacted { .. }))), "{first:?}");
+        let kv = coord.get("/taskgraph/regression/records/root/000200").await.unwrap().expect("the last value");
+        assert_eq!(String::from_utf8_lossy(&kv.value), (21 * 200).to_string());
+    });
+}

@@ -264,6 +264,12 @@ impl Stream {
         self.end = next - 1;
     }
 
+    /// Whether the log has grown enough to restart it at a snapshot: more
+    /// than `REBASE_ENTRIES` entries, or `REBASE_BYTES` of them.
+    fn is_long(&self) -> bool {
+        self.log.len() > REBASE_ENTRIES || self.log.iter().map(ReplicaEntry::size).sum::<usize>() > REBASE_BYTES
+    }
+
     /// Restarts the log at a snapshot (positions go on).
     fn rebase(&mut self, snapshot: ReplicaEntry) {
         self.restart_at(self.end + 1);
@@ -319,6 +325,8 @@ struct Loop {
     /// for one already.
     next_vacancy_check: Instant,
     gave_up: bool,
+    /// On task 0's primary: when to compact the coordinator's history.
+    compactor: Option<crate::coord::Compactor>,
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
     spawner: Spawner,
@@ -367,6 +375,10 @@ struct Vacancy {
 }
 
 const MAX_HELD: usize = 100_000;
+/// A primary's replication log restarts at a snapshot of the task's state
+/// at the first epoch it holds more entries than this, or more bytes.
+const REBASE_ENTRIES: usize = 256;
+const REBASE_BYTES: usize = 16 << 20;
 const RETRY_MIN: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_millis(500);
 
@@ -484,6 +496,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         rejoined_at: None,
         next_vacancy_check: Instant::now(),
         gave_up: false,
+        compactor: None,
         value,
         tx,
         spawner,
@@ -701,6 +714,7 @@ impl Loop {
 
     async fn on_put(&mut self, kv: KeyValue) -> Option<Exit> {
         if kv.key == self.keys.epoch() {
+            self.compact_as_we_go(kv.mod_revision);
             let epoch = std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok());
             match epoch {
                 Some(e) => return self.set_epoch(e).await.err(),
@@ -820,6 +834,22 @@ impl Loop {
         }
         self.neighbour_event(t, false);
         Ok(())
+    }
+
+    /// On task 0's primary, as the epoch moves on (at `revision`): compacts
+    /// the coordinator's history to one period ago, off the loop.
+    fn compact_as_we_go(&mut self, revision: i64) {
+        let (Some(period), Some((0, _))) = (self.cfg.job.compaction, self.role) else { return };
+        let compactor = self.compactor.get_or_insert_with(|| crate::coord::Compactor::new(period));
+        if let Some(to) = compactor.due(Instant::now(), revision) {
+            let coord = self.cfg.coord.clone();
+            self.spawner.spawn(async move {
+                match coord.compact(to).await {
+                    Ok(()) => tracing::debug!(revision = to, "compacted the coordinator's history"),
+                    Err(e) => tracing::debug!(revision = to, error = %e, "cannot compact the coordinator's history"),
+                }
+            });
+        }
     }
 
     /// Tells the task a neighbour failed or restarted, once per link it is
@@ -1163,9 +1193,11 @@ impl Loop {
                 }
             }
             self.shared.clear_transfers();
-            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && self.served_epoch.is_some() {
-                // A new epoch: the stream restarts at a snapshot, so that a
-                // backup that joins later need not replay it all.
+            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && self.served_epoch.is_some() && self.stream.is_long() {
+                // The stream restarts at a snapshot once it is long, so that
+                // a backup that joins later need not replay it all. (Not at
+                // every epoch: every backup would be sent the whole state
+                // each time, where the updates are the change.)
                 let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
                 self.stream.rebase(ReplicaEntry::Snapshot(Arc::new(snapshot)));
             } else {
