@@ -1,4 +1,4 @@
-//! W4 of `WORKLOAD.md`, a topology that changes every epoch: an all-reduce
+//! W4 of `docs/workloads.md`, a topology that changes every epoch: an all-reduce
 //! by recursive doubling, written with the graph DSL, that survives the
 //! loss of a task's state without any checkpoint.
 //!

@@ -1,4 +1,4 @@
-//! W1, the tree regression of `WORKLOAD.md`, written with the graph DSL.
+//! W1, the tree regression of `docs/workloads.md`, written with the graph DSL.
 //!
 //! 15 tasks in a binary tree (parent of `i` is `(i - 1) / 2`); task 0 is
 //! the root. At epoch `e` the root's parameter is a vector of `size`
@@ -365,7 +365,7 @@ pub fn job(tasks: u64, size: usize, last_epoch: Epoch) -> Job {
     .lease_ttl(Duration::from_millis(300))
 }
 
-/// The failure scenarios of `WORKLOAD.md` that run in one process.
+/// The failure scenarios of `docs/workloads.md` that run in one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     /// F1: the root dies as it enters epoch 1.

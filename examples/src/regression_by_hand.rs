@@ -1,4 +1,4 @@
-//! W1, the tree regression of `WORKLOAD.md`, written by hand against the
+//! W1, the tree regression of `docs/workloads.md`, written by hand against the
 //! task API: [`Task`] with `Context::fetch`/`reply`, `Edge` and `LinkType`
 //! consts, and a hand-written [`Topology`], with no macros but the
 //! messages' derive. [`crate::regression`] is the same job written with

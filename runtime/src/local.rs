@@ -137,6 +137,8 @@ impl LocalCluster {
     /// Runs the job to its end.
     pub fn run(self) -> crate::Result<JobResult> {
         self.job.check()?;
+        let nodes = (0..self.job.tasks).map(|t| self.job.replicas_of(t) as u64).sum::<u64>() + self.spares as u64;
+        open_files::ensure(open_files::needed(&self.job, nodes), &self.job.name)?;
         let coord: Arc<dyn Coordinator> = self.coord.clone().unwrap_or_else(|| Arc::new(Embedded::new()));
         let keys = Keys::new(&self.job.name);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -465,4 +467,59 @@ fn mix(h: u64, v: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The open files a local job needs, and the process's limit on them.
+mod open_files {
+    use crate::job::Job;
+
+    /// About how many file descriptors a job of `nodes` nodes needs in one
+    /// process: a listening socket per node, and both ends of a TCP
+    /// connection each way between neighbours (as at epoch 0), and a
+    /// margin.
+    pub(super) fn needed(job: &Job, nodes: u64) -> u64 {
+        let topology = &job.topology;
+        let links: u64 = (0..job.tasks)
+            .map(|t| topology.links().iter().map(|l| topology.neighbours(l.id, t, 0).len() as u64).sum::<u64>())
+            .sum();
+        // Each neighbour relation: a connection each way once both fetch
+        // (2 fds each, both ends here); backups add one to their primary.
+        let per_link = 2;
+        let backups = nodes.saturating_sub(job.tasks) * 2;
+        nodes + links * per_link + backups + 64
+    }
+
+    /// Raises the soft limit on open files to the hard one (as Go's
+    /// runtime does), and fails clearly if even that is too few for
+    /// `needed`, rather than letting the nodes fail to accept connections.
+    #[cfg(target_os = "linux")]
+    pub(super) fn ensure(needed: u64, job: &str) -> crate::Result<()> {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Ok(());
+            }
+            if limit.rlim_cur < limit.rlim_max && limit.rlim_cur < needed {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        if (limit.rlim_cur as u64) < needed {
+            return Err(crate::Error::Job(format!(
+                "job `{job}` needs about {needed} open files in this process (a listening socket per node, two per \
+                 connection between neighbours), but the process may open {} (RLIMIT_NOFILE, hard limit {}): raise \
+                 `ulimit -n`, or run the job as node processes (`taskgraph launch`)",
+                limit.rlim_cur, limit.rlim_max
+            )));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn ensure(_needed: u64, _job: &str) -> crate::Result<()> {
+        Ok(())
+    }
 }

@@ -1,4 +1,4 @@
-//! Failover and the etcd coordinator's epoch latency (`WORKLOAD.md` P3,
+//! Failover and the etcd coordinator's epoch latency (`docs/workloads.md` P3,
 //! P4-like and P5), on a real etcd.
 //!
 //! `cargo bench -p taskgraph-tests --bench failover`
@@ -665,7 +665,7 @@ fn main() {
         ms(root),
         yes(root < limit)
     );
-    println!("   Ray 2.60 peer figure (WORKLOAD.md): kill -> epoch complete 0.45-1.1 s, median ~0.75 s");
+    println!("   Ray 2.60 peer figure (docs/workloads.md): kill -> epoch complete 0.45-1.1 s, median ~0.75 s");
 
     println!();
     println!("== P5: SIGSTOP of a task's primary node (silent failure; its sockets stay open, only its lease can free the task)");

@@ -1,4 +1,4 @@
-//! The runtime's performance targets of `WORKLOAD.md` (P1, P2, P2b and the
+//! The runtime's performance targets of `docs/workloads.md` (P1, P2, P2b and the
 //! time to the first epoch), each against a baseline measured in the same
 //! run on the same machine.
 //!

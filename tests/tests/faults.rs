@@ -156,3 +156,28 @@ fn a_long_job_compacts_the_coordinator_s_history() {
         assert_eq!(String::from_utf8_lossy(&kv.value), (21 * 200).to_string());
     });
 }
+
+/// P6: W1 with 1 023 tasks in one process used to fail (keep-alives
+/// starved behind a thousand nodes' handlers; every node followed every
+/// task). Ten epochs, exact values.
+#[test]
+fn w1_with_1023_tasks_in_one_process() {
+    let tasks = 1023;
+    let result = taskgraph::LocalCluster::new(taskgraph_examples::regression::job(tasks, 1, 10)).spares(2).run().expect("the job runs");
+    assert_eq!(result.status, JobStatus::Done, "{result:?}");
+    let sum: u64 = (1..tasks).sum();
+    let values = taskgraph_examples::regression::root_values(&result);
+    assert_eq!(values, (0..=10).map(|e| (e, (sum * e).to_string())).collect::<Vec<_>>());
+    assert_eq!(result.nodes_started, tasks as usize + 2, "nodes died and were replaced");
+}
+
+/// A job needing more open files than the process may have fails at once,
+/// saying so, instead of nodes failing to accept connections.
+#[test]
+fn a_local_job_too_big_for_the_open_file_limit_fails_at_once() {
+    let tasks = 1 << 20;
+    let started = Instant::now();
+    let error = taskgraph::LocalCluster::new(taskgraph_examples::regression::job(tasks, 1, 10)).run().unwrap_err();
+    assert!(error.to_string().contains("open files"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

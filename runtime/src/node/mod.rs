@@ -327,6 +327,8 @@ struct Loop {
     gave_up: bool,
     /// On task 0's primary: when to compact the coordinator's history.
     compactor: Option<crate::coord::Compactor>,
+    /// The key prefixes this node follows (see `follow`).
+    followed: Vec<String>,
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
     spawner: Spawner,
@@ -467,23 +469,14 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let (lease_news, lease_rx) = mpsc::unbounded_channel();
     let keeper = lease::keep(coord.clone(), lease, cfg.job.lease_ttl, COORDINATOR_PATIENCE, lease_sure_until.clone(), lease_news.clone());
 
-    let (snapshot, revision) = coord.get_prefix(keys.root()).await?;
-    // Watch only what the loop acts on (not records, which would wake
-    // every node each time a task records a result).
-    for prefix in [keys.epoch(), keys.status(), keys.tasks()] {
-        let mut watch = coord.watch(&prefix, revision + 1).await?;
-        let watch_tx = tx.clone();
-        spawner.spawn(async move {
-            while let Some(event) = watch.next().await {
-                let msg = match event {
-                    Ok(e) => Event::Coord(e),
-                    Err(e) => Event::CoordLost(e.to_string()),
-                };
-                if watch_tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        });
+    // Every node follows the epoch and the job's status; the tasks' keys
+    // it follows as it needs them (see `follow`). Not records, which
+    // would wake every node each time a task records a result.
+    let mut snapshot = Vec::new();
+    for key in [keys.epoch(), keys.status()] {
+        let (kvs, revision) = coord.get_prefix(&key).await?;
+        snapshot.extend(kvs.into_iter().filter(|kv| kv.key == key));
+        forward(&spawner, &tx, coord.watch(&key, revision + 1).await?);
     }
 
     let value = PrimaryValue { node: cfg.node_id, addr, ready: false }.encode();
@@ -497,6 +490,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         next_vacancy_check: Instant::now(),
         gave_up: false,
         compactor: None,
+        followed: Vec::new(),
         value,
         tx,
         spawner,
@@ -529,6 +523,22 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         let _ = coord.revoke(node.lease).await;
     }
     Ok(exit)
+}
+
+/// Feeds a coordinator watch to the loop, until either ends.
+fn forward(spawner: &Spawner, tx: &mpsc::UnboundedSender<Event>, mut watch: crate::coord::Watch) {
+    let tx = tx.clone();
+    spawner.spawn(async move {
+        while let Some(event) = watch.next().await {
+            let msg = match event {
+                Ok(e) => Event::Coord(e),
+                Err(e) => Event::CoordLost(e.to_string()),
+            };
+            if tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// How long a node waits out an unreachable coordinator before it gives
@@ -570,14 +580,6 @@ impl Loop {
         }
         if let JobStatus::Done | JobStatus::Failed(_) = self.status {
             return NodeExit::JobEnded(self.status.clone());
-        }
-        // A task nobody holds yet is vacant from now on (a job started
-        // with too few nodes fails after `vacancy_timeout`).
-        let now = Instant::now();
-        for t in 0..self.cfg.job.tasks {
-            if !self.primaries.contains_key(&t) {
-                self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
-            }
         }
         if let Err(exit) = self.find_work().await {
             return exit;
@@ -956,6 +958,52 @@ impl Loop {
         }
     }
 
+    /// Follows the job's keys under `prefix` (one task's, one primary key,
+    /// or every task's): reads them, then watches them from that read on.
+    /// A node follows only what it acts on: its own task's keys, the
+    /// primaries of the tasks it talks to (its neighbours at each epoch),
+    /// and, as a spare, every task (to fill vacancies). So a job's size
+    /// does not multiply every node's work and memory. A followed task
+    /// without a primary is vacant from then on (see `vacancy_timeout`).
+    async fn follow(&mut self, prefix: String) -> Result<(), Exit> {
+        if self.followed.iter().any(|f| prefix.starts_with(f.as_str())) {
+            return Ok(());
+        }
+        let (kvs, revision) = match patiently(|| self.cfg.coord.get_prefix(&prefix)).await {
+            Ok(read) => read,
+            Err(e) => return Err(self.coordinator_failed("read the job's keys", e)),
+        };
+        match patiently(|| self.cfg.coord.watch(&prefix, revision + 1)).await {
+            Ok(watch) => forward(&self.spawner, &self.tx, watch),
+            Err(e) => return Err(self.coordinator_failed("watch the job's keys", e)),
+        }
+        for kv in &kvs {
+            self.learn(kv);
+        }
+        let covered: Vec<TaskId> = match prefix.strip_prefix(&self.keys.tasks()).and_then(|rest| rest.split('/').next()) {
+            Some("") => (0..self.cfg.job.tasks).collect(),
+            Some(t) => t.parse().ok().into_iter().collect(),
+            None => Vec::new(),
+        };
+        let now = Instant::now();
+        for t in covered {
+            if !self.primaries.contains_key(&t) {
+                self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
+            }
+        }
+        self.followed.push(prefix);
+        Ok(())
+    }
+
+    /// Follows task `t`'s primary (a task this node fetches from or flags).
+    async fn follow_primary(&mut self, t: TaskId) -> Result<(), Exit> {
+        if t >= self.cfg.job.tasks {
+            return Ok(());
+        }
+        let key = self.keys.primary(t);
+        self.follow(key).await
+    }
+
     /// A node without a task looks for one: its preferred task (the
     /// primary, else a backup slot), else any task without a primary
     /// (see `fill_vacancy`), else any free backup slot. If there is none,
@@ -976,6 +1024,11 @@ impl Loop {
                 self.try_backup(t).await?;
             }
         }
+        if self.holds_task() {
+            return Ok(());
+        }
+        // A spare: it follows every task, to fill their vacancies.
+        self.follow(self.keys.tasks()).await?;
         for t in 0..tasks {
             if self.holds_task() {
                 return Ok(());
@@ -1019,6 +1072,7 @@ impl Loop {
                     let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
                     self.stream = Stream { snapshots, ..Default::default() };
                     self.call_backup(|task, cx| task.became_backup(cx));
+                    self.follow(self.keys.task(t)).await?;
                     self.watch_primary();
                 }
                 Ok(Err(existing)) => self.learn(&existing),
@@ -1067,6 +1121,7 @@ impl Loop {
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
                 self.role = Some((t, term));
                 self.shared.set_role(t as i64, term);
+                self.follow(self.keys.task(t)).await?;
                 let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision, ready: false };
                 self.primaries.insert(t, me);
                 self.vacant.remove(&t);
@@ -1211,6 +1266,14 @@ impl Loop {
             tracing::error!(%why, "topology check failed");
             self.end(Some(why)).await;
             return Ok(());
+        }
+        // The primaries of this epoch's neighbours (the topology may
+        // change per epoch).
+        let topology = self.cfg.job.topology.clone();
+        for link in topology.links() {
+            for n in topology.neighbours(link.id, me, e) {
+                self.follow_primary(n).await?;
+            }
         }
         self.kill_at(FaultPoint::EnterEpoch { task: me, epoch: e })?;
         self.call(|task, cx| task.enter_epoch(cx, e));
@@ -1574,6 +1637,7 @@ impl Loop {
                 }
             }
             Action::Fetch { edge, to } => {
+                self.follow_primary(to).await?;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.outstanding.insert(
@@ -1606,6 +1670,7 @@ impl Loop {
                 self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
             }
             Action::Flag { link, to, meta } => {
+                self.follow_primary(to).await?;
                 // The receiver sees the flag over its side of the link.
                 let links = self.cfg.job.topology.links();
                 let link = links.get(link as usize).and_then(|l| l.inverse).unwrap_or(link);

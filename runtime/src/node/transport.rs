@@ -318,12 +318,21 @@ fn receive_options() -> capnp::message::ReaderOptions {
 pub(crate) async fn serve(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Event>, shared: Rc<Shared>, spawner: Spawner) {
     let server = NodeServer { tx, shared };
     let bootstrap: node::Client = capnp_rpc::new_client(server);
+    // Out of file descriptors (say), accepting again at once only spins:
+    // back off, up to a second, and say so once per streak of failures.
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = Duration::ZERO;
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                if backoff.is_zero() {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
