@@ -142,10 +142,19 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
                 .collect();
             // With hot backups, the guarantee is for a task with a caught-up
             // backup (its key says `ready`): only such tasks' primaries die.
+            // (A backup that has just become the primary still has its
+            // backup key for a moment: it does not count.)
+            let node_of = |value: &[u8]| -> Option<u64> {
+                String::from_utf8_lossy(value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok())
+            };
             let ready: Vec<u64> = keys
                 .iter()
                 .filter(|kv| kv.key.contains("/backup/") && String::from_utf8_lossy(&kv.value).contains("ready=1"))
-                .filter_map(|kv| kv.key.strip_prefix(&tasks_prefix)?.split('/').next()?.parse().ok())
+                .filter_map(|kv| {
+                    let t: u64 = kv.key.strip_prefix(&tasks_prefix)?.split('/').next()?.parse().ok()?;
+                    let node = node_of(&kv.value)?;
+                    primaries.iter().all(|p| p.0 != t || p.1 != node).then_some(t)
+                })
                 .collect();
             let primary_of = |t: u64| primaries.iter().find(|p| p.0 == t).map(|p| p.1).filter(|_| replicas == 1 || ready.contains(&t));
             let root_node = primaries.iter().find(|p| p.0 == 0).map(|p| p.1);

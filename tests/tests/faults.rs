@@ -71,13 +71,18 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
             assert!(Instant::now() < deadline, "only {ready} of 15 backups caught up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let before = epoch(&*coord, job).await;
-        signal(pid, "-STOP");
-        // The fault itself: etcd frozen for three times the longest
-        // lease it grants here (1 s).
-        std::thread::sleep(Duration::from_secs(3));
-        signal(pid, "-CONT");
-        epoch_reaches(&*coord, job, before + 20).await;
+        // The fault itself: etcd frozen for three times the longest lease
+        // it grants here (1 s), once (TASKGRAPH_PAUSE_SECS and
+        // TASKGRAPH_PAUSES set longer and more pauses).
+        let seconds = std::env::var("TASKGRAPH_PAUSE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+        let pauses = std::env::var("TASKGRAPH_PAUSES").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        for _ in 0..pauses {
+            let before = epoch(&*coord, job).await;
+            signal(pid, "-STOP");
+            std::thread::sleep(Duration::from_secs(seconds));
+            signal(pid, "-CONT");
+            epoch_reaches(&*coord, job, before + 20).await;
+        }
         let key = format!("/taskgraph/{job}/status");
         coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
     });

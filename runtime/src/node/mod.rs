@@ -899,14 +899,15 @@ impl Loop {
         if self.backup_of.is_some() && !mine {
             return Ok(());
         }
-        let rejoined_lately = self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl);
-        if mine && self.stream.ready && !rejoined_lately {
-            return self.try_claim(t).await;
-        }
         // A coordinator pause lets every lease lapse at once, this node's
         // too: then the task's own node is about to take it again, state
         // and all. Leave it that while.
-        if !rejoined_lately && !self.lease_alive().await? {
+        self.settle().await?;
+        let settling = self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl);
+        if mine && self.stream.ready && !settling {
+            return self.try_claim(t).await;
+        }
+        if !settling && !self.lease_alive().await? {
             self.rejoin().await?;
         }
         if let Some(at) = self.rejoined_at.filter(|at| at.elapsed() < self.cfg.job.lease_ttl) {
@@ -1014,6 +1015,7 @@ impl Loop {
         }
         // Right after a lapse of every lease (a coordinator pause), the
         // keys that went are their own nodes' to take again.
+        self.settle().await?;
         if self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl) {
             return Ok(());
         }
@@ -1912,6 +1914,26 @@ impl Loop {
             Ok(Some(kv)) => kv.create_revision as u64 == term,
             Ok(None) => self.rejoin().await.is_ok() && self.role.is_some(),
             Err(_) => false,
+        }
+    }
+
+    /// If this node's lease is in doubt (no keep-alive has succeeded for a
+    /// TTL: the coordinator, or this process, was paused), it renews it
+    /// (rejoining if it lapsed) and counts as settling for a TTL from now:
+    /// keys that went in the pause are their own nodes' to take again,
+    /// and it takes none meanwhile. Its lease may lapse a moment after
+    /// others' (etcd revokes expired leases at a bounded rate), so its
+    /// own key's deletion cannot be the only sign.
+    async fn settle(&mut self) -> Result<(), Exit> {
+        if Instant::now() < self.lease_sure_until.get() {
+            return Ok(());
+        }
+        if self.lease_alive().await? {
+            self.lease_sure_until.set(Instant::now() + self.cfg.job.lease_ttl / 2);
+            self.rejoined_at = Some(Instant::now());
+            Ok(())
+        } else {
+            self.rejoin().await
         }
     }
 
