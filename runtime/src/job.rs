@@ -296,6 +296,15 @@ pub(crate) async fn start_fresh(coord: &dyn Coordinator, keys: &Keys, name: &str
     Ok(())
 }
 
+/// Ends a running job as failed, for `why` (a supervisor's verdict: a
+/// timeout, a stall, too many restarts). Compare-and-swap from
+/// `running`: a job that has ended meanwhile (done, say) keeps its end.
+/// Whether it was still running.
+pub(crate) async fn fail_running(coord: &dyn Coordinator, keys: &Keys, why: &str) -> crate::coord::CoordResult<bool> {
+    let running = crate::coord::Expect::Value(JobStatus::Running.encode());
+    Ok(coord.compare_and_swap(&keys.status(), running, &JobStatus::Failed(why.to_owned()).encode(), None).await?.is_ok())
+}
+
 /// Whether nodes may join job `name`: not if it has ended (its nodes would
 /// leave at once).
 pub(crate) async fn check_joinable(coord: &dyn Coordinator, keys: &Keys, name: &str) -> crate::Result<()> {

@@ -479,10 +479,18 @@ impl Launch {
                     None
                 };
                 if let Some(why) = why {
-                    if let Err(e) = self.ask(&rt, coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
-                        tracing::warn!(error = %e, "cannot mark the job failed");
-                    }
-                    status = JobStatus::Failed(why);
+                    status = match self.ask(&rt, crate::job::fail_running(&*coord, &keys, &why)) {
+                        // It ended by itself meanwhile: that end stands.
+                        Ok(false) => match self.ask(&rt, coord.get(&keys.status())) {
+                            Ok(Some(kv)) => JobStatus::parse(&kv.value),
+                            _ => JobStatus::Failed(why),
+                        },
+                        Ok(true) => JobStatus::Failed(why),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot mark the job failed");
+                            JobStatus::Failed(why)
+                        }
+                    };
                     ended_at = Some(Instant::now());
                 }
             }
@@ -545,7 +553,7 @@ impl Launch {
                         tracing::info!(node = id, ?exit, ?delay, "node process died; starting a replacement");
                         if died > self.max_restarts {
                             let why = format!("more than {} node restarts", self.max_restarts);
-                            if let Err(e) = self.ask(&rt, coord.put(&keys.status(), &JobStatus::Failed(why.clone()).encode(), None)) {
+                            if let Err(e) = self.ask(&rt, crate::job::fail_running(&*coord, &keys, &why)) {
                                 tracing::warn!(error = %e, "cannot mark the job failed");
                             }
                             gave_up = Some(why);

@@ -236,7 +236,7 @@ impl LocalCluster {
                         restarts += 1;
                         if restarts > self.max_restarts {
                             failure.get_or_insert_with(|| format!("more than {} node restarts", self.max_restarts));
-                            let _ = rt.block_on(fail(&*coord, &keys, "too many node restarts"));
+                            let _ = rt.block_on(crate::job::fail_running(&*coord, &keys, "too many node restarts"));
                         } else {
                             start(None, &mut live)?;
                         }
@@ -272,7 +272,7 @@ impl LocalCluster {
                     }
                 }
                 if let Some(why) = &stopped {
-                    let _ = rt.block_on(fail(&*coord, &keys, why));
+                    let _ = rt.block_on(crate::job::fail_running(&*coord, &keys, why));
                 }
             }
         }
@@ -351,19 +351,6 @@ impl NodeThread {
         drop(self.configs);
         let _ = self.handle.join();
     }
-}
-
-async fn fail(coord: &dyn Coordinator, keys: &Keys, why: &str) -> crate::Result<()> {
-    coord
-        .compare_and_swap(
-            &keys.status(),
-            crate::coord::Expect::Value(JobStatus::Running.encode()),
-            &JobStatus::Failed(why.to_owned()).encode(),
-            None,
-        )
-        .await?
-        .ok();
-    Ok(())
 }
 
 /// The kinds of [`FaultPoint`].
@@ -507,12 +494,15 @@ mod open_files {
                 }
             }
         }
-        if (limit.rlim_cur as u64) < needed {
+        // rlim_t is u64 on 64-bit Linux, u32 on some 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
+        let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+        if soft < needed {
             return Err(crate::Error::Job(format!(
                 "job `{job}` needs about {needed} open files in this process (a listening socket per node, two per \
                  connection between neighbours), but the process may open {} (RLIMIT_NOFILE, hard limit {}): raise \
                  `ulimit -n`, or run the job as node processes (`taskgraph launch`)",
-                limit.rlim_cur, limit.rlim_max
+                soft, hard
             )));
         }
         Ok(())

@@ -185,6 +185,9 @@ struct SentFlag {
     delivered: bool,
 }
 
+/// A reply a backup was sent, with its epoch.
+type KeptReply = (Epoch, Arc<Vec<u8>>);
+
 /// A task's replication stream: written by its primary, followed by its
 /// backups. Positions count from 1 within one primary's term.
 #[derive(Default)]
@@ -204,7 +207,7 @@ struct Stream {
     partial: Option<(Epoch, u32, TaskId, Vec<u8>)>,
     /// On a backup: the replies the primary released, by (edge,
     /// requester), with their epoch.
-    served: HashMap<(u32, TaskId), (Epoch, Arc<Vec<u8>>)>,
+    served: HashMap<(u32, TaskId), KeptReply>,
     /// On a backup: it has caught up with this term's stream once. From
     /// then on the primary syncs it before every effect, so it holds
     /// everything the world has seen of the task: it may take over.
