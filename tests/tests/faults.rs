@@ -71,6 +71,13 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
             assert!(Instant::now() < deadline, "only {ready} of 15 backups caught up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // `taskgraph status` shows them so.
+        let out = Command::new(taskgraph_tests::bins::taskgraph_binary())
+            .args(["status", "--etcd", &etcd.endpoint(), "--job", job])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.matches("(caught up)").count(), 15, "{text}");
         // The fault itself: etcd frozen for three times the longest lease
         // it grants here (1 s), once (TASKGRAPH_PAUSE_SECS and
         // TASKGRAPH_PAUSES set longer and more pauses).

@@ -216,10 +216,16 @@ fn status_lines(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str
     let mut lines = vec![format!("job {job}: {}, epoch {}", text("status").unwrap_or_else(|| "?".into()), text("epoch").unwrap_or_else(|| "?".into()))];
     let mut primaries = Vec::new();
     let mut nodes = Vec::new();
+    // Each task's backups: (task, node, caught up).
+    let mut backups: Vec<(u64, String, bool)> = Vec::new();
     for kv in &kvs {
         let rest = &kv.key[root.len()..];
         if let Some(task) = rest.strip_prefix("tasks/").and_then(|r| r.strip_suffix("/primary")) {
             primaries.push((task.parse::<u64>().unwrap_or(u64::MAX), String::from_utf8_lossy(&kv.value).into_owned(), kv.create_revision));
+        } else if let Some((task, _slot)) = rest.strip_prefix("tasks/").and_then(|r| r.split_once("/backup/")) {
+            let value = String::from_utf8_lossy(&kv.value).into_owned();
+            let node = value.split_whitespace().find_map(|p| p.strip_prefix("node=")).unwrap_or("?").to_owned();
+            backups.push((task.parse().unwrap_or(u64::MAX), node, value.split_whitespace().any(|p| p == "ready=1")));
         } else if let Some(id) = rest.strip_prefix("nodes/") {
             nodes.push((id.parse::<u64>().unwrap_or(u64::MAX), String::from_utf8_lossy(&kv.value).into_owned()));
         }
@@ -230,10 +236,19 @@ fn status_lines(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str
     let field = |v: &str, name: &str| {
         v.split_whitespace().find_map(|p| p.strip_prefix(name).map(str::to_owned)).unwrap_or_else(|| "?".into())
     };
-    let mut busy = Vec::new();
+    let mut busy: Vec<String> = backups.iter().map(|(_, node, _)| node.clone()).collect();
     for (task, value, term) in &primaries {
         let node = field(value, "node=");
-        lines.push(format!("{task:>6}  {node:>6}  {term:>8}  {}", field(value, "addr=")));
+        let mut line = format!("{task:>6}  {node:>6}  {term:>8}  {}", field(value, "addr="));
+        let of_task: Vec<String> = backups
+            .iter()
+            .filter(|(t, n, _)| t == task && *n != node)
+            .map(|(_, n, ready)| format!("{n} ({})", if *ready { "caught up" } else { "catching up" }))
+            .collect();
+        if !of_task.is_empty() {
+            line.push_str(&format!("  backups: {}", of_task.join(", ")));
+        }
+        lines.push(line);
         busy.push(node);
     }
     let spares: Vec<String> =
