@@ -362,7 +362,9 @@ pub fn job(tasks: u64, size: usize, last_epoch: Epoch) -> Job {
         RegressionTasks { root: move |_| Root::new(size, last_epoch), worker: move |_| Worker::new(size) },
     )
     .limits(limits)
-    .lease_ttl(Duration::from_millis(300))
+    // Short, for quick failovers in the tests, and sized for the job: a
+    // thousand nodes sharing two cores answer more slowly as they start.
+    .lease_ttl(Duration::from_millis(300).max(Duration::from_millis(tasks)))
 }
 
 /// The failure scenarios of `docs/workloads.md` that run in one process.

@@ -169,20 +169,6 @@ fn a_long_job_compacts_the_coordinator_s_history() {
     });
 }
 
-/// P6: W1 with 1 023 tasks in one process used to fail (keep-alives
-/// starved behind a thousand nodes' handlers; every node followed every
-/// task). Ten epochs, exact values.
-#[test]
-fn w1_with_1023_tasks_in_one_process() {
-    let tasks = 1023;
-    let result = taskgraph::LocalCluster::new(taskgraph_examples::regression::job(tasks, 1, 10)).spares(2).run().expect("the job runs");
-    assert_eq!(result.status, JobStatus::Done, "{result:?}");
-    let sum: u64 = (1..tasks).sum();
-    let values = taskgraph_examples::regression::root_values(&result);
-    assert_eq!(values, (0..=10).map(|e| (e, (sum * e).to_string())).collect::<Vec<_>>());
-    assert_eq!(result.nodes_started, tasks as usize + 2, "nodes died and were replaced");
-}
-
 /// A job needing more open files than the process may have fails at once,
 /// saying so, instead of nodes failing to accept connections.
 #[test]
