@@ -11,6 +11,7 @@ pub mod chaos;
 pub mod etcd;
 pub mod golden;
 pub mod jobs;
+pub mod wait;
 
 /// A small nested message.
 #[derive(Message, Debug, Clone, PartialEq, Default)]

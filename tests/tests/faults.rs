@@ -13,31 +13,11 @@ use taskgraph::{JobStatus, NodeExit, NodeOptions};
 use taskgraph_tests::chaos;
 use taskgraph_tests::etcd::EtcdServer;
 use taskgraph_tests::jobs;
+use taskgraph_tests::wait::{epoch_of, epoch_reaches, keys_until};
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");
-}
-
-async fn epoch(coord: &dyn Coordinator, job: &str) -> u64 {
-    match coord.get(&format!("/taskgraph/{job}/epoch")).await.unwrap() {
-        Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
-        None => 0,
-    }
-}
-
-/// Waits (through a watch; bounded) until the job's epoch is at least `at_least`.
-async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
-    let key = format!("/taskgraph/{job}/epoch");
-    let mut watch = coord.watch(&key, 0).await.unwrap();
-    loop {
-        let e = epoch(coord, job).await;
-        if e >= at_least {
-            return e;
-        }
-        let next = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
-        assert!(matches!(next, Ok(Some(Ok(_)))), "the job stopped advancing at epoch {e}: {next:?}");
-    }
 }
 
 /// A paused etcd (SIGSTOP for longer than every lease's TTL, then
@@ -46,6 +26,8 @@ async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64
 /// loses its progress, the values stay exact.
 #[test]
 fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
+    // Built first: building it while the job runs would hold the test up.
+    let taskgraph = taskgraph_tests::bins::taskgraph_binary();
     let etcd = EtcdServer::start();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
@@ -61,18 +43,12 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
     rt.block_on(async {
         epoch_reaches(&*coord, job, 5).await;
         // Every backup has caught up before the pause (their keys say so).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (kvs, _) = coord.get_prefix(&format!("/taskgraph/{job}/tasks/")).await.unwrap();
-            let ready = kvs.iter().filter(|kv| kv.key.contains("/backup/") && kv.value.ends_with(b"ready=1")).count();
-            if ready == 15 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "only {ready} of 15 backups caught up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        keys_until(&*coord, &format!("/taskgraph/{job}/tasks/"), Duration::from_secs(20), |kvs| {
+            kvs.iter().filter(|kv| kv.key.contains("/backup/") && kv.value.ends_with(b"ready=1")).count() == 15
+        })
+        .await;
         // `taskgraph status` shows them so.
-        let out = Command::new(taskgraph_tests::bins::taskgraph_binary())
+        let out = Command::new(&taskgraph)
             .args(["status", "--etcd", &etcd.endpoint(), "--job", job])
             .output()
             .unwrap();
@@ -84,7 +60,7 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
         let seconds = std::env::var("TASKGRAPH_PAUSE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
         let pauses = std::env::var("TASKGRAPH_PAUSES").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
         for _ in 0..pauses {
-            let before = epoch(&*coord, job).await;
+            let before = epoch_of(&*coord, job).await;
             signal(pid, "-STOP");
             std::thread::sleep(Duration::from_secs(seconds));
             signal(pid, "-CONT");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use taskgraph::JobStatus;
 use taskgraph_tests::chaos;
 use taskgraph_tests::etcd::EtcdServer;
+use taskgraph_tests::wait::epoch_reaches;
 
 #[test]
 fn f4_twenty_sigkills_and_the_values_are_exact() {
@@ -108,23 +109,6 @@ fn launch_long(
     let c = coord.clone();
     let runner = std::thread::spawn(move || launch.run(c).expect("the launch runs"));
     (processes, runner, coord, rt)
-}
-
-/// Waits (through a watch; bounded) until the job's epoch is at least `at_least`.
-async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
-    let key = format!("/taskgraph/{job}/epoch");
-    let mut watch = coord.watch(&key, 0).await.unwrap();
-    loop {
-        let e = match coord.get(&key).await.unwrap() {
-            Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
-            None => 0,
-        };
-        if e >= at_least {
-            return e;
-        }
-        let next = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
-        assert!(matches!(next, Ok(Some(Ok(_)))), "the job stopped advancing at epoch {e}: {next:?}");
-    }
 }
 
 /// The node id and term of task `t`'s primary.

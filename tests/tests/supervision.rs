@@ -13,33 +13,12 @@ use taskgraph::launch::{Launch, LaunchReport, EXIT_COORDINATOR_LOST};
 use taskgraph::{JobStatus, LocalCluster};
 use taskgraph_tests::bins::{alive, children_of, taskgraph_binary};
 use taskgraph_tests::etcd::EtcdServer;
+use taskgraph_tests::wait::{epoch_of, epoch_reaches};
 
 const W1_NODE: &str = env!("CARGO_BIN_EXE_w1-node");
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
-}
-
-/// The job's epoch (0 if it has none yet).
-async fn epoch_of(coord: &dyn Coordinator, job: &str) -> u64 {
-    match coord.get(&format!("/taskgraph/{job}/epoch")).await.unwrap() {
-        Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
-        None => 0,
-    }
-}
-
-/// Waits (through a watch; bounded) until the job's epoch is at least `at_least`.
-async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
-    let key = format!("/taskgraph/{job}/epoch");
-    let mut watch = coord.watch(&key, 0).await.unwrap();
-    loop {
-        let e = epoch_of(coord, job).await;
-        if e >= at_least {
-            return e;
-        }
-        let next = tokio::time::timeout(Duration::from_secs(60), watch.next()).await;
-        assert!(matches!(next, Ok(Some(Ok(_)))), "job {job} stopped advancing at epoch {e}: {next:?}");
-    }
 }
 
 async fn stop_job(coord: &dyn Coordinator, job: &str) {
