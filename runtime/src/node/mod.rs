@@ -946,6 +946,11 @@ impl Loop {
         self.try_claim(t).await
     }
 
+    /// This node as the holder of `kv`, a key it has just created.
+    fn mine(&self, kv: &KeyValue) -> Primary {
+        Primary { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false }
+    }
+
     /// Takes in what a read of the coordinator says of a task's key.
     fn learn(&mut self, kv: &KeyValue) {
         let Some(v) = PrimaryValue::parse(&kv.value) else { return };
@@ -1063,13 +1068,7 @@ impl Loop {
             match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
                 Ok(Ok(kv)) => {
                     tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
-                    let me = Primary {
-                        node: self.cfg.node_id,
-                        addr: self.shared.addr(),
-                        term: kv.create_revision as u64,
-                        mod_revision: kv.mod_revision,
-                        ready: false,
-                    };
+                    let me = self.mine(&kv);
                     self.backups.entry(t).or_default().insert(slot, me);
                     self.backup_of = Some((t, slot));
                     self.task = Some((self.cfg.job.factory)(t));
@@ -1127,7 +1126,7 @@ impl Loop {
                 self.role = Some((t, term));
                 self.shared.set_role(t as i64, term);
                 self.follow(self.keys.task(t)).await?;
-                let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision, ready: false };
+                let me = self.mine(&kv);
                 self.primaries.insert(t, me);
                 self.vacant.remove(&t);
                 if let Some((_, slot)) = self.backup_of.take() {
@@ -1982,7 +1981,7 @@ impl Loop {
                     tracing::info!(node = self.cfg.node_id, task = t, old_term, term, "took its task again, with its state, under a new term");
                     self.role = Some((t, term));
                     self.shared.set_role(t as i64, term);
-                    let me = Primary { node: self.cfg.node_id, addr: self.shared.addr(), term, mod_revision: kv.mod_revision, ready: false };
+                    let me = self.mine(&kv);
                     self.primaries.insert(t, me);
                     self.vacant.remove(&t);
                     if self.cfg.job.replicas_of(t) > 1 {
@@ -2004,13 +2003,7 @@ impl Loop {
             match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
                 Ok(Ok(kv)) => {
                     tracing::info!(node = self.cfg.node_id, task = t, slot, "took its backup slot again");
-                    let me = Primary {
-                        node: self.cfg.node_id,
-                        addr: self.shared.addr(),
-                        term: kv.create_revision as u64,
-                        mod_revision: kv.mod_revision,
-                        ready: false,
-                    };
+                    let me = self.mine(&kv);
                     self.backups.entry(t).or_default().insert(slot, me);
                     // Its primary did not sync it while its key was gone.
                     self.stream.ready = false;
