@@ -399,8 +399,10 @@ async fn watch_gives_up_when_etcd_stays_away() {
     let etcd = server.connect_with(options).await;
     let mut w = etcd.watch("/away/", 0).await.unwrap();
 
-    server.kill();
+    // The clock starts before the kill: the watch may see the connection
+    // end before `kill` has reaped the process and returned.
     let killed = Instant::now();
+    server.kill();
     match within(Duration::from_secs(10), "the watch's Unavailable", w.next()).await {
         Some(Err(CoordError::Unavailable(_))) => {}
         other => panic!("a watch of a dead etcd gave {other:?}, expected Unavailable"),
