@@ -188,58 +188,72 @@ impl Job {
     }
 }
 
-/// The keys of a job.
+/// Where a job's state lives in the coordinator (the table in this
+/// module's documentation): for tools that read or watch a job from
+/// outside, such as `taskgraph status`, a dashboard or a test, so that
+/// none of them spells the layout out again.
 #[derive(Clone, Debug)]
-pub(crate) struct Keys {
+pub struct Keys {
     root: String,
 }
 
 impl Keys {
-    pub(crate) fn new(job: &str) -> Self {
+    /// The keys of job `job`.
+    pub fn new(job: &str) -> Self {
         Keys { root: format!("/taskgraph/{job}/") }
     }
-    pub(crate) fn root(&self) -> &str {
+    /// The prefix of every key of the job.
+    pub fn root(&self) -> &str {
         &self.root
     }
-    pub(crate) fn epoch(&self) -> String {
+    /// The epoch (decimal).
+    pub fn epoch(&self) -> String {
         format!("{}epoch", self.root)
     }
-    pub(crate) fn status(&self) -> String {
+    /// The job's status ([`JobStatus::parse`]).
+    pub fn status(&self) -> String {
         format!("{}status", self.root)
     }
-    pub(crate) fn tasks(&self) -> String {
+    /// The prefix of every task's keys.
+    pub fn tasks(&self) -> String {
         format!("{}tasks/", self.root)
     }
     /// Every key of task `task` (its primary and backups).
-    pub(crate) fn task(&self, task: TaskId) -> String {
+    pub fn task(&self, task: TaskId) -> String {
         format!("{}tasks/{task}/", self.root)
     }
-    pub(crate) fn primary(&self, task: TaskId) -> String {
+    /// Task `task`'s primary ([`Holder::parse`]; its create revision is the term).
+    pub fn primary(&self, task: TaskId) -> String {
         format!("{}tasks/{task}/primary", self.root)
     }
-    pub(crate) fn node(&self, node: u64) -> String {
+    /// A live node's key.
+    pub fn node(&self, node: u64) -> String {
         format!("{}nodes/{node}", self.root)
     }
-    pub(crate) fn nodes(&self) -> String {
+    /// The prefix of the live nodes' keys.
+    pub fn nodes(&self) -> String {
         format!("{}nodes/", self.root)
     }
-    pub(crate) fn record(&self, name: &str) -> String {
+    /// A record's key.
+    pub fn record(&self, name: &str) -> String {
         format!("{}records/{name}", self.root)
     }
-    pub(crate) fn records(&self) -> String {
+    /// The prefix of the records' keys.
+    pub fn records(&self) -> String {
         format!("{}records/", self.root)
     }
-    pub(crate) fn backup(&self, task: TaskId, slot: u32) -> String {
+    /// Task `task`'s backup in `slot` ([`Holder::parse`]).
+    pub fn backup(&self, task: TaskId, slot: u32) -> String {
         format!("{}tasks/{task}/backup/{slot}", self.root)
     }
     /// The task and slot of a `tasks/<t>/backup/<slot>` key.
-    pub(crate) fn backup_slot(&self, key: &str) -> Option<(TaskId, u32)> {
+    pub fn backup_slot(&self, key: &str) -> Option<(TaskId, u32)> {
         let rest = key.strip_prefix(&self.root)?.strip_prefix("tasks/")?;
         let (task, slot) = rest.split_once("/backup/")?;
         Some((task.parse().ok()?, slot.parse().ok()?))
     }
     /// The task of a `tasks/<t>/primary` key.
-    pub(crate) fn primary_task(&self, key: &str) -> Option<TaskId> {
+    pub fn primary_task(&self, key: &str) -> Option<TaskId> {
         key.strip_prefix(&self.root)?.strip_prefix("tasks/")?.strip_suffix("/primary")?.parse().ok()
     }
 }
@@ -322,23 +336,29 @@ pub(crate) async fn largest_node_id(coord: &dyn Coordinator, keys: &Keys) -> cra
     Ok(kvs.iter().filter_map(|kv| kv.key.strip_prefix(&keys.nodes())?.parse().ok()).max())
 }
 
-/// The value of a `tasks/<t>/primary` or `tasks/<t>/backup/<slot>` key.
+/// Who holds a task: the value of a `tasks/<t>/primary` or
+/// `tasks/<t>/backup/<slot>` key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PrimaryValue {
-    pub(crate) node: u64,
-    pub(crate) addr: std::net::SocketAddr,
+pub struct Holder {
+    /// The node's id.
+    pub node: u64,
+    /// Where the node serves its peers.
+    pub addr: std::net::SocketAddr,
     /// On a backup key: the backup has caught up with its primary's
     /// stream (from then on its primary syncs it before every effect), so
     /// it can take the task over with its state (` ready=1`).
-    pub(crate) ready: bool,
+    pub ready: bool,
 }
 
-impl PrimaryValue {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+impl Holder {
+    /// The key's value (`node=<id> addr=<ip:port>[ ready=1]`).
+    pub fn encode(&self) -> Vec<u8> {
         let ready = if self.ready { " ready=1" } else { "" };
         format!("node={} addr={}{ready}", self.node, self.addr).into_bytes()
     }
-    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+    /// Reads a key's value (unknown `name=value` parts are skipped);
+    /// `None` if it has no node or address.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut node = None;
         let mut addr = None;
@@ -351,7 +371,7 @@ impl PrimaryValue {
                 _ => {}
             }
         }
-        Some(PrimaryValue { node: node?, addr: addr?, ready })
+        Some(Holder { node: node?, addr: addr?, ready })
     }
 }
 
@@ -368,14 +388,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The status key's value (`running`, `done`, `failed: <reason>`).
+    pub fn encode(&self) -> Vec<u8> {
         match self {
             JobStatus::Running => b"running".to_vec(),
             JobStatus::Done => b"done".to_vec(),
             JobStatus::Failed(r) => format!("failed: {r}").into_bytes(),
         }
     }
-    pub(crate) fn parse(bytes: &[u8]) -> JobStatus {
+    /// Reads the status key's value.
+    pub fn parse(bytes: &[u8]) -> JobStatus {
         match std::str::from_utf8(bytes) {
             Ok("running") => JobStatus::Running,
             Ok("done") => JobStatus::Done,
@@ -399,12 +421,12 @@ mod tests {
         assert_eq!(k.backup_slot(&k.backup(12, 2)), Some((12, 2)));
         assert_eq!(k.primary_task(&k.backup(12, 2)), None);
         assert_eq!(k.backup_slot(&k.primary(12)), None);
-        let v = PrimaryValue { node: 3, addr: "127.0.0.1:5000".parse().unwrap(), ready: false };
-        assert_eq!(PrimaryValue::parse(&v.encode()), Some(v.clone()));
-        let r = PrimaryValue { ready: true, ..v };
-        assert_eq!(PrimaryValue::parse(&r.encode()), Some(r));
+        let v = Holder { node: 3, addr: "127.0.0.1:5000".parse().unwrap(), ready: false };
+        assert_eq!(Holder::parse(&v.encode()), Some(v.clone()));
+        let r = Holder { ready: true, ..v };
+        assert_eq!(Holder::parse(&r.encode()), Some(r));
         assert_eq!(k.task(1), "/taskgraph/j/tasks/1/");
-        assert_eq!(PrimaryValue::parse(b"garbage"), None);
+        assert_eq!(Holder::parse(b"garbage"), None);
         assert_eq!(JobStatus::parse(&JobStatus::Failed("x y".into()).encode()), JobStatus::Failed("x y".into()));
     }
 }

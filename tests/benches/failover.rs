@@ -145,11 +145,11 @@ fn w1_node() -> PathBuf {
 // The process job and its keys.
 
 fn key(rest: &str) -> String {
-    format!("/taskgraph/{JOB}/{rest}")
+    format!("{}{rest}", taskgraph::job::Keys::new(JOB).root())
 }
 
 fn node_of(kv: &KeyValue) -> Option<u64> {
-    String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok())
+    taskgraph::job::Holder::parse(&kv.value).map(|h| h.node)
 }
 
 fn epoch_of(kv: &KeyValue) -> u64 {

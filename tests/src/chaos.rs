@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskgraph::coord::{Coordinator, Event};
+use taskgraph::job::{Holder, Keys};
 use taskgraph::launch::Launch;
 use taskgraph::JobStatus;
 
@@ -111,7 +112,8 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
     let mut killed = Vec::new();
     let mut root_kills = 0;
     let mut measures = Vec::new();
-    let epoch_key = format!("/taskgraph/{job}/epoch");
+    let layout = Keys::new(job);
+    let epoch_key = layout.epoch();
     rt.block_on(async {
         let mut watch = coord.watch(&epoch_key, 0).await.expect("a watch of the epoch");
         let mut last_kill_epoch = None;
@@ -130,30 +132,21 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
                 continue;
             }
             // Who holds which task now: one read.
-            let tasks_prefix = format!("/taskgraph/{job}/tasks/");
-            let (keys, _) = coord.get_prefix(&tasks_prefix).await.unwrap_or_default();
+            let (keys, _) = coord.get_prefix(&layout.tasks()).await.unwrap_or_default();
             let primaries: Vec<(u64, u64, i64)> = keys
                 .iter()
-                .filter_map(|kv| {
-                    let t = kv.key.strip_prefix(&tasks_prefix)?.strip_suffix("/primary")?.parse().ok()?;
-                    let node = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok())?;
-                    Some((t, node, kv.mod_revision))
-                })
+                .filter_map(|kv| Some((layout.primary_task(&kv.key)?, Holder::parse(&kv.value)?.node, kv.mod_revision)))
                 .collect();
             // With hot backups, the guarantee is for a task with a caught-up
             // backup (its key says `ready`): only such tasks' primaries die.
             // (A backup that has just become the primary still has its
             // backup key for a moment: it does not count.)
-            let node_of = |value: &[u8]| -> Option<u64> {
-                String::from_utf8_lossy(value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok())
-            };
             let ready: Vec<u64> = keys
                 .iter()
-                .filter(|kv| kv.key.contains("/backup/") && String::from_utf8_lossy(&kv.value).contains("ready=1"))
                 .filter_map(|kv| {
-                    let t: u64 = kv.key.strip_prefix(&tasks_prefix)?.split('/').next()?.parse().ok()?;
-                    let node = node_of(&kv.value)?;
-                    primaries.iter().all(|p| p.0 != t || p.1 != node).then_some(t)
+                    let (t, _) = layout.backup_slot(&kv.key)?;
+                    let backup = Holder::parse(&kv.value).filter(|h| h.ready)?;
+                    primaries.iter().all(|p| p.0 != t || p.1 != backup.node).then_some(t)
                 })
                 .collect();
             let primary_of = |t: u64| primaries.iter().find(|p| p.0 == t).map(|p| p.1).filter(|_| replicas == 1 || ready.contains(&t));
@@ -174,7 +167,7 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
             // primary, from before the kill.
             let task_of_victim = primaries.iter().find(|p| p.1 == node).map(|p| (p.0, p.2));
             let mut next_primary = match task_of_victim {
-                Some((t, rev)) => coord.watch(&format!("/taskgraph/{job}/tasks/{t}/primary"), rev + 1).await.ok(),
+                Some((t, rev)) => coord.watch(&layout.primary(t), rev + 1).await.ok(),
                 None => None,
             };
             let killed_at = std::time::Instant::now();
@@ -219,7 +212,8 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
     }
     let (report, _) = runner.join().expect("the launcher thread");
     let report = report.expect("the launch runs");
-    let (records, _) = rt.block_on(coord.get_prefix(&format!("/taskgraph/{job}/records/root/"))).expect("records");
+    let layout = Keys::new(job);
+    let (records, _) = rt.block_on(coord.get_prefix(&layout.record("root/"))).expect("records");
     let values = records
         .into_iter()
         .filter_map(|kv| {
@@ -228,11 +222,11 @@ pub fn run(node_program: &Path, kills: usize, seed: u64, replicas: u32, mut log:
         })
         .collect();
     let leftovers = killed.iter().copied().chain(processes.all_started()).filter(|&p| alive(p)).collect();
-    let (all, _) = rt.block_on(coord.get_prefix(&format!("/taskgraph/{job}/records/"))).expect("records");
+    let (all, _) = rt.block_on(coord.get_prefix(&layout.records())).expect("records");
     let mut computed = Vec::new();
     let mut takeovers = 0;
     for kv in all {
-        let name = kv.key.trim_start_matches(&format!("/taskgraph/{job}/records/")).to_owned();
+        let name = kv.key.trim_start_matches(&layout.records()).to_owned();
         if let Some(t) = name.strip_prefix("computed/").and_then(|t| t.parse().ok()) {
             let counts = String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect();
             computed.push((t, counts));

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use taskgraph::coord::Coordinator;
+use taskgraph::job::Keys;
 
 /// Job `job`'s epoch now (0 if it has none yet).
 pub async fn epoch_of(coord: &dyn Coordinator, job: &str) -> u64 {
-    match coord.get(&format!("/taskgraph/{job}/epoch")).await.unwrap() {
+    match coord.get(&Keys::new(job).epoch()).await.unwrap() {
         Some(kv) => String::from_utf8_lossy(&kv.value).parse().unwrap_or(0),
         None => 0,
     }
@@ -16,7 +17,7 @@ pub async fn epoch_of(coord: &dyn Coordinator, job: &str) -> u64 {
 /// Waits (through a watch; at most 60 s without a change) until job
 /// `job`'s epoch is at least `at_least`; the epoch then.
 pub async fn epoch_reaches(coord: &dyn Coordinator, job: &str, at_least: u64) -> u64 {
-    let key = format!("/taskgraph/{job}/epoch");
+    let key = Keys::new(job).epoch();
     let mut watch = coord.watch(&key, 0).await.unwrap();
     loop {
         let e = epoch_of(coord, job).await;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use taskgraph::coord::{Coordinator, Etcd, EtcdOptions};
 use taskgraph::launch::{Launch, Orphans, EXIT_COORDINATOR_LOST};
+use taskgraph::job::{Holder, Keys};
 use taskgraph::JobStatus;
 
 #[derive(Parser, Debug)]
@@ -205,65 +206,59 @@ fn status(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> R
 }
 
 fn status_lines(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> Result<Vec<String>, String> {
-    let root = format!("/taskgraph/{job}/");
-    let (kvs, _) = rt.block_on(coord.get_prefix(&root)).map_err(|e| e.to_string())?;
+    let keys = Keys::new(job);
+    let (kvs, _) = rt.block_on(coord.get_prefix(keys.root())).map_err(|e| e.to_string())?;
     if kvs.is_empty() {
         return Err(format!("no job `{job}` in this etcd"));
     }
-    let text = |key: &str| {
-        kvs.iter().find(|kv| kv.key == format!("{root}{key}")).map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-    };
-    let mut lines = vec![format!("job {job}: {}, epoch {}", text("status").unwrap_or_else(|| "?".into()), text("epoch").unwrap_or_else(|| "?".into()))];
+    let value = |key: &str| kvs.iter().find(|kv| kv.key == key).map(|kv| kv.value.clone());
+    let status = value(&keys.status()).map_or_else(|| "?".into(), |v| String::from_utf8_lossy(&v).into_owned());
+    let epoch = value(&keys.epoch()).map_or_else(|| "?".into(), |v| String::from_utf8_lossy(&v).into_owned());
+    let mut lines = vec![format!("job {job}: {status}, epoch {epoch}")];
     let mut primaries = Vec::new();
     let mut nodes = Vec::new();
-    // Each task's backups: (task, node, caught up).
-    let mut backups: Vec<(u64, String, bool)> = Vec::new();
+    // Each task's backups: (task, holder).
+    let mut backups: Vec<(u64, Holder)> = Vec::new();
     for kv in &kvs {
-        let rest = &kv.key[root.len()..];
-        if let Some(task) = rest.strip_prefix("tasks/").and_then(|r| r.strip_suffix("/primary")) {
-            primaries.push((task.parse::<u64>().unwrap_or(u64::MAX), String::from_utf8_lossy(&kv.value).into_owned(), kv.create_revision));
-        } else if let Some((task, _slot)) = rest.strip_prefix("tasks/").and_then(|r| r.split_once("/backup/")) {
-            let value = String::from_utf8_lossy(&kv.value).into_owned();
-            let node = value.split_whitespace().find_map(|p| p.strip_prefix("node=")).unwrap_or("?").to_owned();
-            backups.push((task.parse().unwrap_or(u64::MAX), node, value.split_whitespace().any(|p| p == "ready=1")));
-        } else if let Some(id) = rest.strip_prefix("nodes/") {
-            nodes.push((id.parse::<u64>().unwrap_or(u64::MAX), String::from_utf8_lossy(&kv.value).into_owned()));
+        if let Some(task) = keys.primary_task(&kv.key) {
+            primaries.push((task, Holder::parse(&kv.value), kv.create_revision));
+        } else if let Some((task, _slot)) = keys.backup_slot(&kv.key) {
+            backups.extend(Holder::parse(&kv.value).map(|h| (task, h)));
+        } else if let Some(id) = kv.key.strip_prefix(&keys.nodes()) {
+            let addr = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("addr=").map(str::to_owned));
+            nodes.push((id.parse::<u64>().unwrap_or(u64::MAX), addr.unwrap_or_else(|| "?".into())));
         }
     }
-    primaries.sort();
+    primaries.sort_by_key(|p| p.0);
     nodes.sort();
     lines.push(format!("{:>6}  {:>6}  {:>8}  address", "task", "node", "term"));
-    let field = |v: &str, name: &str| {
-        v.split_whitespace().find_map(|p| p.strip_prefix(name).map(str::to_owned)).unwrap_or_else(|| "?".into())
-    };
-    let mut busy: Vec<String> = backups.iter().map(|(_, node, _)| node.clone()).collect();
-    for (task, value, term) in &primaries {
-        let node = field(value, "node=");
-        let mut line = format!("{task:>6}  {node:>6}  {term:>8}  {}", field(value, "addr="));
+    let mut busy: Vec<u64> = backups.iter().map(|(_, h)| h.node).collect();
+    for (task, holder, term) in &primaries {
+        let (node, addr) = holder.as_ref().map_or(("?".to_owned(), "?".to_owned()), |h| (h.node.to_string(), h.addr.to_string()));
+        let mut line = format!("{task:>6}  {node:>6}  {term:>8}  {addr}");
         let of_task: Vec<String> = backups
             .iter()
-            .filter(|(t, n, _)| t == task && *n != node)
-            .map(|(_, n, ready)| format!("{n} ({})", if *ready { "caught up" } else { "catching up" }))
+            .filter(|(t, h)| t == task && holder.as_ref().is_none_or(|p| p.node != h.node))
+            .map(|(_, h)| format!("{} ({})", h.node, if h.ready { "caught up" } else { "catching up" }))
             .collect();
         if !of_task.is_empty() {
             line.push_str(&format!("  backups: {}", of_task.join(", ")));
         }
         lines.push(line);
-        busy.push(node);
+        busy.extend(holder.as_ref().map(|h| h.node));
     }
-    let spares: Vec<String> =
-        nodes.iter().filter(|(id, _)| !busy.contains(&id.to_string())).map(|(id, v)| format!("{id} ({})", field(v, "addr="))).collect();
+    let spares: Vec<String> = nodes.iter().filter(|(id, _)| !busy.contains(id)).map(|(id, addr)| format!("{id} ({addr})")).collect();
     lines.push(format!("spares: {}", if spares.is_empty() { "none".to_owned() } else { spares.join(", ") }));
     Ok(lines)
 }
 
 fn stop(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str, reason: &str) -> Result<ExitCode, String> {
-    let key = format!("/taskgraph/{job}/status");
+    let key = Keys::new(job).status();
     let result = rt
         .block_on(coord.compare_and_swap(
             &key,
-            taskgraph::coord::Expect::Value(b"running".to_vec()),
-            format!("failed: {reason}").as_bytes(),
+            taskgraph::coord::Expect::Value(JobStatus::Running.encode()),
+            &JobStatus::Failed(reason.to_owned()).encode(),
             None,
         ))
         .map_err(|e| e.to_string())?;

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::coord::{CoordError, Coordinator, Event as CoordEvent, Expect, KeyValue, LeaseId};
 use crate::graph::{Epoch, TaskId};
-use crate::job::{Job, JobStatus, Keys, PrimaryValue};
+use crate::job::{Job, JobStatus, Keys, Holder};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;
@@ -308,7 +308,7 @@ struct Primary {
     term: u64,
     /// The revision of the key's last write (to delete exactly this one).
     mod_revision: i64,
-    /// A backup that has caught up with its primary (see `PrimaryValue`).
+    /// A backup that has caught up with its primary (see `Holder`).
     ready: bool,
 }
 
@@ -482,7 +482,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         forward(&spawner, &tx, coord.watch(&key, revision + 1).await?);
     }
 
-    let value = PrimaryValue { node: cfg.node_id, addr, ready: false }.encode();
+    let value = Holder { node: cfg.node_id, addr, ready: false }.encode();
     let mut node = Loop {
         keys,
         lease,
@@ -747,7 +747,7 @@ impl Loop {
                 return Some(NodeExit::JobEnded(self.status.clone()));
             }
         } else if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
-            let Some(v) = PrimaryValue::parse(&kv.value) else {
+            let Some(v) = Holder::parse(&kv.value) else {
                 tracing::error!(key = %kv.key, "unreadable backup value");
                 return None;
             };
@@ -765,7 +765,7 @@ impl Loop {
                 }
             }
         } else if let Some(t) = self.keys.primary_task(&kv.key) {
-            let Some(v) = PrimaryValue::parse(&kv.value) else {
+            let Some(v) = Holder::parse(&kv.value) else {
                 tracing::error!(key = %kv.key, "unreadable primary value");
                 return None;
             };
@@ -953,7 +953,7 @@ impl Loop {
 
     /// Takes in what a read of the coordinator says of a task's key.
     fn learn(&mut self, kv: &KeyValue) {
-        let Some(v) = PrimaryValue::parse(&kv.value) else { return };
+        let Some(v) = Holder::parse(&kv.value) else { return };
         let holder = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: v.ready };
         if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
             self.backups.entry(t).or_default().insert(slot, holder);
@@ -1425,7 +1425,7 @@ impl Loop {
             return Ok(());
         }
         let key = self.keys.backup(t, slot);
-        let value = PrimaryValue { node: self.cfg.node_id, addr: self.shared.addr(), ready: true }.encode();
+        let value = Holder { node: self.cfg.node_id, addr: self.shared.addr(), ready: true }.encode();
         let write = patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::ModRevision(me.mod_revision), &value, Some(self.lease))).await;
         match write {
             Ok(Ok(kv)) => {
