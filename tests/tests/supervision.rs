@@ -13,7 +13,7 @@ use taskgraph::launch::{Launch, LaunchReport, EXIT_COORDINATOR_LOST};
 use taskgraph::{JobStatus, LocalCluster};
 use taskgraph_tests::bins::{alive, children_of, taskgraph_binary};
 use taskgraph_tests::etcd::EtcdServer;
-use taskgraph_tests::wait::{epoch_of, epoch_reaches};
+use taskgraph_tests::wait::{epoch_of, epoch_reaches, keys_until};
 
 const W1_NODE: &str = env!("CARGO_BIN_EXE_w1-node");
 
@@ -208,16 +208,13 @@ fn a_second_launch_of_a_running_job_is_refused_and_join_adds_spares() {
     let joiner = Launch::new(W1_NODE, args(), etcd.endpoint(), job, 0).join(true).spares(2);
     let joiner_processes = joiner.processes();
     let (join_report, join_runner) = run_in_thread(joiner, coord.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let joined = loop {
-        let now = rt.block_on(live_nodes(&*coord, job));
-        let new: Vec<u64> = now.iter().copied().filter(|id| !live.contains(id)).collect();
-        if new.len() == 2 {
-            break new;
-        }
-        assert!(Instant::now() < deadline, "the joined nodes never registered: {now:?}");
-        std::thread::sleep(Duration::from_millis(20));
+    let nodes_prefix = taskgraph::job::Keys::new(job).nodes();
+    let registered = |kvs: &[taskgraph::coord::KeyValue]| -> Vec<u64> {
+        kvs.iter().filter_map(|kv| kv.key.strip_prefix(&nodes_prefix)?.parse().ok()).filter(|id| !live.contains(id)).collect()
     };
+    rt.block_on(keys_until(&*coord, &nodes_prefix, Duration::from_secs(30), |kvs| registered(kvs).len() == 2));
+    let mut joined = registered(&rt.block_on(coord.get_prefix(&nodes_prefix)).unwrap().0);
+    joined.sort();
     assert!(joined.iter().all(|id| id > live.iter().max().unwrap()), "joined ids {joined:?} vs live {live:?}");
     let primaries = rt.block_on(primaries(&*coord, job));
     assert!(joined.iter().all(|id| !primaries.contains(id)), "a joined node took a task of a healthy job");
