@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::coord::{CoordError, CoordResult, Coordinator};
 use crate::graph::TaskId;
-use crate::job::{JobStatus, Keys};
+use crate::keys::{JobStatus, Keys};
 use crate::node::NodeExit;
 
 /// The exit status of a node process that gave up on the coordinator

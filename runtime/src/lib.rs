@@ -9,6 +9,7 @@
 //!   `#[derive(Message)]` on plain Rust types;
 //! * [`graph`], [`task`](mod@task), [`job`]: a job's tasks, topology and typed edges,
 //!   and the handlers a task implements;
+//! * [`keys`]: where a job's state lives in the coordinator;
 //! * [`dsl`]: what the graph macros (`taskgraph!`, `#[task]`,
 //!   `#[topology]`) generate code against;
 //! * [`local`]: running a whole job in one process, with fault injection;
@@ -26,6 +27,7 @@ pub mod dsl;
 mod error;
 pub mod graph;
 pub mod job;
+pub mod keys;
 pub mod launch;
 pub mod local;
 pub mod message;
@@ -39,7 +41,8 @@ pub mod wire;
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
 pub use taskgraph_macros::{task, taskgraph, topology};
-pub use job::{Job, JobStatus};
+pub use job::Job;
+pub use keys::JobStatus;
 pub use local::{Faults, JobResult, LocalCluster};
 pub use node::{run_node, NodeExit, NodeOptions};
 pub use message::Message;
@@ -48,7 +51,8 @@ pub use task::{Context, Received, ServeRequest, Task};
 /// What most programs need.
 pub mod prelude {
     pub use crate::graph::{Edge, Epoch, LinkType, TaskId, Topology};
-    pub use crate::job::{Job, JobStatus};
+    pub use crate::job::Job;
+    pub use crate::keys::JobStatus;
     pub use crate::local::{FaultKind, Faults, JobResult, LocalCluster};
     pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::coord::{Coordinator, Embedded};
 use crate::graph::TaskId;
-use crate::job::{Job, JobStatus, Keys};
+use crate::job::Job;
+use crate::keys::{JobStatus, Keys};
 use crate::node::{self, FaultHook, FaultPoint, NodeConfig, NodeExit};
 
 pub use crate::launch::DEFAULT_STALL_TIMEOUT;
