@@ -230,10 +230,15 @@ pub(crate) async fn start_fresh(coord: &dyn Coordinator, keys: &Keys, name: &str
 /// Ends a running job as failed, for `why` (a supervisor's verdict: a
 /// timeout, a stall, too many restarts). Compare-and-swap from
 /// `running`: a job that has ended meanwhile (done, say) keeps its end.
-/// Whether it was still running.
-pub(crate) async fn fail_running(coord: &dyn Coordinator, keys: &Keys, why: &str) -> crate::coord::CoordResult<bool> {
+/// The status that stands: `Failed(why)`, or the end written first (also
+/// `Failed(why)` if the job has no status key, so nothing to fail).
+pub(crate) async fn fail_running(coord: &dyn Coordinator, keys: &Keys, why: &str) -> crate::coord::CoordResult<JobStatus> {
     let running = crate::coord::Expect::Value(JobStatus::Running.encode());
-    Ok(coord.compare_and_swap(&keys.status(), running, &JobStatus::Failed(why.to_owned()).encode(), None).await?.is_ok())
+    let failed = JobStatus::Failed(why.to_owned());
+    Ok(match coord.compare_and_swap(&keys.status(), running, &failed.encode(), None).await? {
+        Err(Some(kv)) => JobStatus::parse(&kv.value),
+        Ok(_) | Err(None) => failed,
+    })
 }
 
 /// Whether nodes may join job `name`: not if it has ended (its nodes would

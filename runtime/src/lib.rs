@@ -12,8 +12,9 @@
 //! * [`keys`]: where a job's state lives in the coordinator;
 //! * [`dsl`]: what the graph macros (`taskgraph!`, `#[task]`,
 //!   `#[topology]`) generate code against;
-//! * [`local`]: running a whole job in one process, with fault injection;
-//! * [`launch`]: running a job as supervised node processes;
+//! * [`supervise`]: the supervision policy, and its two supervisors:
+//!   [`local`] (a whole job in one process, with fault injection) and
+//!   [`launch`] (a job as supervised node processes);
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
 //! * [`node`]: the node event loop and its capnp-rpc transport.
 
@@ -28,15 +29,17 @@ mod error;
 pub mod graph;
 pub mod job;
 pub mod keys;
-pub mod launch;
-pub mod local;
 pub mod message;
 pub mod node;
 pub mod protocol;
+pub mod supervise;
 pub mod task;
 pub mod view;
 #[doc(hidden)]
 pub mod wire;
+
+// Their old paths, which programs use.
+pub use supervise::{launch, local};
 
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
