@@ -1,8 +1,9 @@
 //! Supervision faults (issue 10, items 3, 4, 5, 7, 8): etcd lost for
 //! good, the launcher killed, a second launch of a running job, jobs
 //! longer than any fixed time limit and jobs that stall, and `taskgraph
-//! status` into a pipe closed early. Real node processes and a real etcd
-//! where the fault is about them.
+//! status` into a pipe closed early; and (issue 11, item 6) node
+//! processes that fail once the job is done. Real node processes and a
+//! real etcd where the fault is about them.
 
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -320,6 +321,62 @@ fn an_explicit_time_limit_still_holds_for_a_job_that_advances() {
         .run()
         .expect_err("the limit ends it");
     assert!(err.to_string().contains("job `limited` timed out after 500ms"), "{err}");
+}
+
+// Issue 11, item 6: a job's end is written once, by compare-and-swap.
+
+/// A 3-task W1 job of 5 epochs as processes (and a spare) whose nodes,
+/// once the job has ended, wait `linger_ms` and exit with `exit_status`.
+fn launch_ending_badly(etcd: &EtcdServer, job: &str, linger_ms: u64, exit_status: u8) -> Launch {
+    let args = ["--tasks", "3", "--epochs", "5", "--linger-after-end", &linger_ms.to_string(), "--exit-after-end", &exit_status.to_string()];
+    Launch::new(W1_NODE, args.iter().map(Into::into).collect(), etcd.endpoint(), job, 3).spares(1)
+}
+
+/// The job's status key now.
+fn status_key(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> JobStatus {
+    let kv = rt.block_on(coord.get(&Keys::new(job).status())).unwrap().expect("the job has a status");
+    JobStatus::parse(&kv.value)
+}
+
+#[test]
+fn node_processes_that_fail_after_the_job_is_done_leave_it_done() {
+    let etcd = EtcdServer::start();
+    let rt = runtime();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    // Every node exits with status 1 after the end, the last one too.
+    let launch = launch_ending_badly(&etcd, "fails-after-done", 200, 1);
+    let report = launch.run(coord.clone()).expect("the launch runs");
+    assert_eq!(status_key(&rt, &*coord, "fails-after-done"), JobStatus::Done, "the end was overwritten: {report:?}");
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!((report.died, report.started), (0, 4), "exits after the end are no deaths: {report:?}");
+}
+
+#[test]
+fn node_processes_sigkilled_after_the_job_is_done_leave_it_done() {
+    let etcd = EtcdServer::start();
+    let rt = runtime();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    let job = "killed-after-done";
+    // The nodes stay after the end (for longer than the test), to be killed.
+    let launch = launch_ending_badly(&etcd, job, 60_000, 0);
+    let processes = launch.processes();
+    let (report, runner) = run_in_thread(launch, coord.clone());
+    let status = Keys::new(job).status();
+    rt.block_on(keys_until(&*coord, &status, Duration::from_secs(60), |kvs| {
+        kvs.iter().any(|kv| kv.key == status && JobStatus::parse(&kv.value) == JobStatus::Done)
+    }));
+    let pids = processes.pids();
+    assert_eq!(pids.len(), 4, "the nodes stay after the end: {pids:?}");
+    for pid in pids {
+        assert!(processes.kill(pid), "SIGKILL {pid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = report.recv_timeout(Duration::from_secs(30)).expect("the launcher ends").expect("the launch reports");
+    runner.join().unwrap();
+    assert_eq!(status_key(&rt, &*coord, job), JobStatus::Done, "the end was overwritten: {report:?}");
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!((report.died, report.started), (0, 4), "no node is replaced after the end: {report:?}");
+    assert!(all_gone(&processes.all_started(), Duration::from_secs(5)), "processes left running");
 }
 
 // Item 8: `taskgraph status | head -1`.
