@@ -9,10 +9,12 @@
 //!   `#[derive(Message)]` on plain Rust types;
 //! * [`graph`], [`task`](mod@task), [`job`]: a job's tasks, topology and typed edges,
 //!   and the handlers a task implements;
+//! * [`keys`]: where a job's state lives in the coordinator;
 //! * [`dsl`]: what the graph macros (`taskgraph!`, `#[task]`,
 //!   `#[topology]`) generate code against;
-//! * [`local`]: running a whole job in one process, with fault injection;
-//! * [`launch`]: running a job as supervised node processes;
+//! * [`supervise`]: the supervision policy, and its two supervisors:
+//!   [`local`] (a whole job in one process, with fault injection) and
+//!   [`launch`] (a job as supervised node processes);
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
 //! * [`node`]: the node event loop and its capnp-rpc transport.
 
@@ -26,20 +28,24 @@ pub mod dsl;
 mod error;
 pub mod graph;
 pub mod job;
-pub mod launch;
-pub mod local;
+pub mod keys;
 pub mod message;
 pub mod node;
 pub mod protocol;
+pub mod supervise;
 pub mod task;
 pub mod view;
 #[doc(hidden)]
 pub mod wire;
 
+// Their old paths, which programs use.
+pub use supervise::{launch, local};
+
 pub use error::{DecodeError, DecodeErrorKind, Error, Result};
 pub use graph::{Edge, Epoch, LinkType, TaskId, Topology};
 pub use taskgraph_macros::{task, taskgraph, topology};
-pub use job::{Job, JobStatus};
+pub use job::Job;
+pub use keys::JobStatus;
 pub use local::{Faults, JobResult, LocalCluster};
 pub use node::{run_node, NodeExit, NodeOptions};
 pub use message::Message;
@@ -48,7 +54,8 @@ pub use task::{Context, Received, ServeRequest, Task};
 /// What most programs need.
 pub mod prelude {
     pub use crate::graph::{Edge, Epoch, LinkType, TaskId, Topology};
-    pub use crate::job::{Job, JobStatus};
+    pub use crate::job::Job;
+    pub use crate::keys::JobStatus;
     pub use crate::local::{FaultKind, Faults, JobResult, LocalCluster};
     pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;

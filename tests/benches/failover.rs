@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use taskgraph::coord::{Coordinator, Event, Expect, KeyValue};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::launch::{Launch, LaunchReport, Processes};
 use taskgraph::prelude::*;
 use taskgraph_tests::bench_support::{baseline_w1, diffs, framework_w1, median, ms, p90, yes, Layout, TASKS, W1_LEASE_TTL};
@@ -144,12 +145,12 @@ fn w1_node() -> PathBuf {
 // ---------------------------------------------------------------------------
 // The process job and its keys.
 
-fn key(rest: &str) -> String {
-    format!("{}{rest}", taskgraph::job::Keys::new(JOB).root())
+fn keys() -> Keys {
+    Keys::new(JOB)
 }
 
 fn node_of(kv: &KeyValue) -> Option<u64> {
-    taskgraph::job::Holder::parse(&kv.value).map(|h| h.node)
+    Holder::parse(&kv.value).map(|h| h.node)
 }
 
 fn epoch_of(kv: &KeyValue) -> u64 {
@@ -157,7 +158,7 @@ fn epoch_of(kv: &KeyValue) -> u64 {
 }
 
 async fn epoch_now(coord: &dyn Coordinator) -> u64 {
-    coord.get(&key("epoch")).await.expect("etcd answers").as_ref().map_or(0, epoch_of)
+    coord.get(&keys().epoch()).await.expect("etcd answers").as_ref().map_or(0, epoch_of)
 }
 
 /// Waits until the job is at a steady state: 17 live node processes, each
@@ -168,11 +169,12 @@ async fn steady(coord: &dyn Coordinator, processes: &Processes, replicas: u32) {
     let mut since: Option<u64> = None;
     loop {
         let live: BTreeSet<u64> = processes.pids_by_node().into_iter().map(|(n, _)| n).collect();
-        let (nodes, _) = coord.get_prefix(&key("nodes/")).await.expect("etcd answers");
-        let registered: BTreeSet<u64> = nodes.iter().filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok()).collect();
-        let (tasks, _) = coord.get_prefix(&key("tasks/")).await.expect("etcd answers");
-        let holders: Vec<u64> = tasks.iter().filter(|kv| kv.key.ends_with("/primary")).filter_map(node_of).collect();
-        let backups: Vec<u64> = tasks.iter().filter(|kv| kv.key.contains("/backup/")).filter_map(node_of).collect();
+        let keys = keys();
+        let (nodes, _) = coord.get_prefix(&keys.nodes()).await.expect("etcd answers");
+        let registered: BTreeSet<u64> = nodes.iter().filter_map(|kv| keys.node_id(&kv.key)).collect();
+        let (tasks, _) = coord.get_prefix(&keys.tasks()).await.expect("etcd answers");
+        let holders: Vec<u64> = tasks.iter().filter(|kv| keys.primary_task(&kv.key).is_some()).filter_map(node_of).collect();
+        let backups: Vec<u64> = tasks.iter().filter(|kv| keys.backup_slot(&kv.key).is_some()).filter_map(node_of).collect();
         let epoch = epoch_now(coord).await;
         let ok = live.len() == TASKS as usize * replicas as usize + SPARES
             && backups.len() == TASKS as usize * (replicas as usize - 1)
@@ -196,7 +198,8 @@ async fn steady(coord: &dyn Coordinator, processes: &Processes, replicas: u32) {
 
 /// Ends the process job (as `taskgraph stop` does).
 async fn stop_job(coord: &dyn Coordinator) {
-    let _ = coord.compare_and_swap(&key("status"), Expect::Value(b"running".to_vec()), b"failed: the bench is over", None).await;
+    let over = JobStatus::Failed("the bench is over".into()).encode();
+    let _ = coord.compare_and_swap(&keys().status(), Expect::Value(JobStatus::Running.encode()), &over, None).await;
 }
 
 /// Sends `sig` (`-STOP`, `-CONT`) to `pid` with kill(1).
@@ -283,15 +286,15 @@ struct Trial {
 /// watches opened before, the old key's deletion, its re-creation by
 /// another node, and the first epoch advance after that.
 async fn trial(coord: &dyn Coordinator, endpoint: &str, processes: &Processes, kind: Kind, t: TaskId, how: How, stopped: &Mutex<Vec<u32>>) -> Trial {
-    let primary_key = key(&format!("tasks/{t}/primary"));
+    let primary_key = keys().primary(t);
     let old = coord.get(&primary_key).await.expect("etcd answers").expect("the task has a primary");
     let old_node = node_of(&old).expect("a primary value names its node");
-    let node_key = key(&format!("nodes/{old_node}"));
+    let node_key = keys().node(old_node);
     let pid = processes.pids_by_node().into_iter().find(|(n, _)| *n == old_node).expect("the primary's process").1;
     let granted = old.lease.and_then(|id| granted_ttl(endpoint, id));
     let mut primary_watch = coord.watch(&primary_key, 0).await.expect("a watch");
     let mut node_watch = coord.watch(&node_key, 0).await.expect("a watch");
-    let mut epoch_watch = coord.watch(&key("epoch"), 0).await.expect("a watch");
+    let mut epoch_watch = coord.watch(&keys().epoch(), 0).await.expect("a watch");
     let epoch_at_signal = epoch_now(coord).await;
 
     let t0 = Instant::now();
@@ -334,7 +337,7 @@ async fn trial(coord: &dyn Coordinator, endpoint: &str, processes: &Processes, k
                 other => panic!("the node watch ended: {other:?}"),
             },
             ev = epoch_watch.next() => match ev {
-                Some(Ok(Event::Put(kv))) if kv.key == key("epoch") => epochs.push((Instant::now(), kv.mod_revision, epoch_of(&kv))),
+                Some(Ok(Event::Put(kv))) if kv.key == keys().epoch() => epochs.push((Instant::now(), kv.mod_revision, epoch_of(&kv))),
                 Some(Ok(_)) => {}
                 other => panic!("the epoch watch ended: {other:?}"),
             },
@@ -510,7 +513,7 @@ fn failovers(etcd: &EtcdServer, node_log: &Path, replicas: u32) -> Failovers {
     };
 
     // The job's values are W1's, every epoch, across all the failovers.
-    let (records, _) = rt.block_on(coord.get_prefix(&key("records/root/"))).expect("records");
+    let (records, _) = rt.block_on(coord.get_prefix(&keys().record("root/"))).expect("records");
     for (i, kv) in records.iter().enumerate() {
         let e: u64 = kv.key.rsplit('/').next().and_then(|e| e.parse().ok()).expect("an epoch");
         assert_eq!(e, i as u64, "epochs recorded with a gap");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskgraph::coord::{Coordinator, Event};
-use taskgraph::job::{Holder, Keys};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::launch::Launch;
 use taskgraph::JobStatus;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use taskgraph::coord::Coordinator;
-use taskgraph::job::Keys;
+use taskgraph::keys::Keys;
 
 /// Job `job`'s epoch now (0 if it has none yet).
 pub async fn epoch_of(coord: &dyn Coordinator, job: &str) -> u64 {

@@ -269,7 +269,8 @@ async fn database_growth(epochs: u64, records: bool, compacting: bool) -> f64 {
     let before = in_use();
     let mut compactor = taskgraph::coord::Compactor::new(Duration::from_millis(500));
     let t0 = Instant::now();
-    let key = "/job/w1/epoch";
+    let layout = taskgraph::keys::Keys::new("w1");
+    let key = &layout.epoch();
     let mut last = None;
     let mut revisions = Vec::new();
     let mut compactions = 0;
@@ -277,7 +278,7 @@ async fn database_growth(epochs: u64, records: bool, compacting: bool) -> f64 {
         let next = e.to_string().into_bytes();
         let expect = last.map_or(taskgraph::coord::Expect::Absent, taskgraph::coord::Expect::Value);
         let puts: Vec<(String, Vec<u8>)> =
-            if records { vec![(format!("/job/w1/records/root/{e:06}"), format!("{}", 105 * e).into_bytes())] } else { vec![] };
+            if records { vec![(layout.record(&format!("root/{e:06}")), format!("{}", 105 * e).into_bytes())] } else { vec![] };
         assert!(etcd.compare_and_swap_all(key, expect, &next, &puts).await.unwrap());
         let revision = etcd.get(key).await.unwrap().expect("the epoch key").mod_revision;
         revisions.push(revision);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taskgraph::coord::{Coordinator, Embedded, Expect};
+use taskgraph::keys::Keys;
 use taskgraph::launch::Launch;
 use taskgraph::{JobStatus, NodeExit, NodeOptions};
 use taskgraph_tests::chaos;
@@ -43,8 +44,10 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
     rt.block_on(async {
         epoch_reaches(&*coord, job, 5).await;
         // Every backup has caught up before the pause (their keys say so).
-        keys_until(&*coord, &format!("/taskgraph/{job}/tasks/"), Duration::from_secs(20), |kvs| {
-            kvs.iter().filter(|kv| kv.key.contains("/backup/") && kv.value.ends_with(b"ready=1")).count() == 15
+        let keys = Keys::new(job);
+        keys_until(&*coord, &keys.tasks(), Duration::from_secs(20), |kvs| {
+            let ready = |kv: &&taskgraph::coord::KeyValue| taskgraph::keys::Holder::parse(&kv.value).is_some_and(|h| h.ready);
+            kvs.iter().filter(|kv| keys.backup_slot(&kv.key).is_some()).filter(ready).count() == 15
         })
         .await;
         // `taskgraph status` shows them so.
@@ -66,21 +69,22 @@ fn an_etcd_pause_past_every_lease_loses_no_node_and_no_state() {
             signal(pid, "-CONT");
             epoch_reaches(&*coord, job, before + 20).await;
         }
-        let key = format!("/taskgraph/{job}/status");
-        coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
+        let over = JobStatus::Failed("the test is over".into()).encode();
+        coord.compare_and_swap(&keys.status(), Expect::Value(JobStatus::Running.encode()), &over, None).await.unwrap().unwrap();
     });
     let report = runner.join().unwrap();
     assert_eq!(report.status, JobStatus::Failed("the test is over".into()));
     assert_eq!(report.died, 0, "node processes died in the pause: {report:?}");
     rt.block_on(async {
-        let (records, _) = coord.get_prefix(&format!("/taskgraph/{job}/records/root/")).await.unwrap();
+        let keys = Keys::new(job);
+        let (records, _) = coord.get_prefix(&keys.record("root/")).await.unwrap();
         for (i, kv) in records.iter().enumerate() {
             assert_eq!(String::from_utf8_lossy(&kv.value), (105 * i).to_string(), "epoch {i}");
         }
         let last = records.len() - 1;
         // Every task's progress covers every epoch up to the end.
         for t in 0..15 {
-            let kv = coord.get(&format!("/taskgraph/{job}/records/computed/{t}")).await.unwrap().expect("progress recorded");
+            let kv = coord.get(&keys.record(&format!("computed/{t}"))).await.unwrap().expect("progress recorded");
             let counts: Vec<u32> = String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect();
             assert!(counts.len() > last.saturating_sub(1), "task {t}: {counts:?}");
             assert!(counts[..last].iter().all(|&n| n >= 1), "task {t} lost progress in the pause: {counts:?}");
@@ -132,15 +136,16 @@ fn hot_standby_keeps_every_task_s_progress_over_many_kills() {
 fn a_long_job_compacts_the_coordinator_s_history() {
     let coord: Arc<dyn Coordinator> = Arc::new(Embedded::new());
     let job = taskgraph_examples::regression::job(7, 1, 200).compaction(Some(Duration::from_millis(1)));
+    let keys = Keys::new(job.name());
     let result = taskgraph::LocalCluster::new(job).coordinator(coord.clone()).run().expect("the job runs");
     assert_eq!(result.status, JobStatus::Done);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         // History from the job's start is gone; the values are not.
-        let mut watch = coord.watch("/taskgraph/", 1).await.unwrap();
+        let mut watch = coord.watch(keys.root(), 1).await.unwrap();
         let first = watch.next().await;
         assert!(matches!(first, Some(Err(taskgraph::coord::CoordError::Compacted { .. }))), "{first:?}");
-        let kv = coord.get("/taskgraph/regression/records/root/000200").await.unwrap().expect("the last value");
+        let kv = coord.get(&keys.record("root/000200")).await.unwrap().expect("the last value");
         assert_eq!(String::from_utf8_lossy(&kv.value), (21 * 200).to_string());
     });
 }

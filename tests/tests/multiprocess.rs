@@ -89,6 +89,7 @@ fn the_taskgraph_command_launches_shows_and_stops_jobs() {
 use std::sync::Arc;
 
 use taskgraph::coord::{Coordinator, Event, Expect};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::launch::{Launch, LaunchReport, Processes};
 
 /// A long W1 job as processes, run in a thread; stop it with `stop_job`.
@@ -113,19 +114,18 @@ fn launch_long(
 
 /// The node id and term of task `t`'s primary.
 async fn primary_of(coord: &dyn Coordinator, job: &str, t: u64) -> (u64, i64) {
-    let kv = coord.get(&format!("/taskgraph/{job}/tasks/{t}/primary")).await.unwrap().expect("task has a primary");
-    let node = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap();
-    (node, kv.create_revision)
+    let kv = coord.get(&Keys::new(job).primary(t)).await.unwrap().expect("task has a primary");
+    (Holder::parse(&kv.value).expect("a holder").node, kv.create_revision)
 }
 
 async fn stop_job(coord: &dyn Coordinator, job: &str) {
-    let key = format!("/taskgraph/{job}/status");
-    coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
+    let over = JobStatus::Failed("the test is over".into()).encode();
+    coord.compare_and_swap(&Keys::new(job).status(), Expect::Value(JobStatus::Running.encode()), &over, None).await.unwrap().unwrap();
 }
 
 /// The root's recorded values are W1's, from epoch 0 on, with no gap.
 async fn values_are_exact(coord: &dyn Coordinator, job: &str) -> usize {
-    let (records, _) = coord.get_prefix(&format!("/taskgraph/{job}/records/root/")).await.unwrap();
+    let (records, _) = coord.get_prefix(&Keys::new(job).record("root/")).await.unwrap();
     for (i, kv) in records.iter().enumerate() {
         let e: u64 = kv.key.rsplit('/').next().unwrap().parse().unwrap();
         assert_eq!(e, i as u64, "epochs recorded with a gap");
@@ -151,10 +151,10 @@ fn f6_a_frozen_primary_is_replaced_and_fenced_when_it_wakes() {
         signal(pid, "-STOP");
         let frozen_at = epoch_reaches(c, "f6", 0).await;
         // Its lease runs out; a spare takes task 5 with a newer term.
-        let key = "/taskgraph/f6/tasks/5/primary";
-        let mut watch = c.watch(key, 0).await.unwrap();
+        let key = Keys::new("f6").primary(5);
+        let mut watch = c.watch(&key, 0).await.unwrap();
         loop {
-            if let Some(kv) = c.get(key).await.unwrap() {
+            if let Some(kv) = c.get(&key).await.unwrap() {
                 if kv.create_revision > term {
                     break;
                 }
@@ -183,19 +183,19 @@ fn f6_a_frozen_primary_is_replaced_and_fenced_when_it_wakes() {
 
 /// The node id of task `t`'s backup in slot 1.
 async fn backup_of(coord: &dyn Coordinator, job: &str, t: u64) -> u64 {
-    let kv = coord.get(&format!("/taskgraph/{job}/tasks/{t}/backup/1")).await.unwrap().expect("task has a backup");
-    String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap()
+    let kv = coord.get(&Keys::new(job).backup(t, 1)).await.unwrap().expect("task has a backup");
+    Holder::parse(&kv.value).expect("a holder").node
 }
 
 /// Waits (bounded) until task `t` has a primary with a term above `term`;
 /// its node.
 async fn new_primary(coord: &dyn Coordinator, job: &str, t: u64, term: i64) -> u64 {
-    let key = format!("/taskgraph/{job}/tasks/{t}/primary");
+    let key = Keys::new(job).primary(t);
     let mut watch = coord.watch(&key, 0).await.unwrap();
     loop {
         if let Some(kv) = coord.get(&key).await.unwrap() {
             if kv.create_revision > term {
-                return String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()).unwrap();
+                return Holder::parse(&kv.value).expect("a holder").node;
             }
         }
         let next = tokio::time::timeout(Duration::from_secs(30), watch.next()).await;
@@ -205,7 +205,7 @@ async fn new_primary(coord: &dyn Coordinator, job: &str, t: u64, term: i64) -> u
 
 /// What task `t` recorded of its progress at the end.
 async fn computed(coord: &dyn Coordinator, job: &str, t: u64) -> Vec<u32> {
-    let kv = coord.get(&format!("/taskgraph/{job}/records/computed/{t}")).await.unwrap().expect("the task recorded its progress");
+    let kv = coord.get(&Keys::new(job).record(&format!("computed/{t}"))).await.unwrap().expect("the task recorded its progress");
     String::from_utf8_lossy(&kv.value).split(',').filter_map(|c| c.parse().ok()).collect()
 }
 

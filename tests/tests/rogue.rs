@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use futures::AsyncReadExt;
-use taskgraph::coord::{Coordinator, Embedded, Event};
+use taskgraph::coord::{Coordinator, Embedded, Event, Expect};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::prelude::*;
 use taskgraph::protocol::taskgraph_capnp::{node, StatusKind};
 use tokio::io::AsyncWriteExt;
@@ -23,24 +24,23 @@ const JOB: &str = "rogue";
 /// the job is at epoch 1; returns task 1's node address and term, and task
 /// 0's term.
 async fn wait_for_task_1(coord: &Embedded) -> (SocketAddr, u64, u64) {
-    let root = format!("/taskgraph/{JOB}/");
-    let (_, rev) = coord.get_prefix(&root).await.unwrap();
-    let mut watch = coord.watch(&root, rev + 1).await.unwrap();
+    let keys = Keys::new(JOB);
+    let (_, rev) = coord.get_prefix(keys.root()).await.unwrap();
+    let mut watch = coord.watch(keys.root(), rev + 1).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut primary = None;
     let mut epoch_one = false;
     let mut term_0 = None;
     loop {
-        if let Some(kv) = coord.get(&format!("{root}tasks/0/primary")).await.unwrap() {
+        if let Some(kv) = coord.get(&keys.primary(0)).await.unwrap() {
             term_0 = Some(kv.create_revision as u64);
         }
         // Check the current state first: the events may all be past.
-        if let Some(kv) = coord.get(&format!("{root}tasks/1/primary")).await.unwrap() {
-            let text = String::from_utf8(kv.value).unwrap();
-            let addr = text.split_whitespace().find_map(|p| p.strip_prefix("addr=")).unwrap().parse().unwrap();
+        if let Some(kv) = coord.get(&keys.primary(1)).await.unwrap() {
+            let addr = Holder::parse(&kv.value).expect("a holder").addr;
             primary = Some((addr, kv.create_revision as u64));
         }
-        if let Some(kv) = coord.get(&format!("{root}epoch")).await.unwrap() {
+        if let Some(kv) = coord.get(&keys.epoch()).await.unwrap() {
             epoch_one = kv.value == b"1";
         }
         if let (Some((addr, term)), Some(t0), true) = (primary, term_0, epoch_one) {
@@ -218,7 +218,9 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
         let (ok, _, _) = fetch(&connect(addr).await, Fetch::default()).await;
         assert_eq!(ok, StatusKind::Ok);
 
-        coord.put(&format!("/taskgraph/{JOB}/status"), b"done", None).await.unwrap();
+        // Ends the job as a task's `end_job` would: from running, by compare-and-swap.
+        let (running, done) = (Expect::Value(JobStatus::Running.encode()), JobStatus::Done.encode());
+        coord.compare_and_swap(&Keys::new(JOB).status(), running, &done, None).await.unwrap().unwrap();
     });
     let result = cluster.join().unwrap().unwrap();
     assert_eq!(result.status, JobStatus::Done);

@@ -1,14 +1,16 @@
 //! Supervision faults (issue 10, items 3, 4, 5, 7, 8): etcd lost for
 //! good, the launcher killed, a second launch of a running job, jobs
 //! longer than any fixed time limit and jobs that stall, and `taskgraph
-//! status` into a pipe closed early. Real node processes and a real etcd
-//! where the fault is about them.
+//! status` into a pipe closed early; and (issue 11, item 6) node
+//! processes that fail once the job is done. Real node processes and a
+//! real etcd where the fault is about them.
 
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use taskgraph::coord::{Coordinator, Expect};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::launch::{Launch, LaunchReport, EXIT_COORDINATOR_LOST};
 use taskgraph::{JobStatus, LocalCluster};
 use taskgraph_tests::bins::{alive, children_of, taskgraph_binary};
@@ -22,13 +24,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn stop_job(coord: &dyn Coordinator, job: &str) {
-    let key = format!("/taskgraph/{job}/status");
-    coord.compare_and_swap(&key, Expect::Value(b"running".to_vec()), b"failed: the test is over", None).await.unwrap().unwrap();
+    let over = JobStatus::Failed("the test is over".into()).encode();
+    coord.compare_and_swap(&Keys::new(job).status(), Expect::Value(JobStatus::Running.encode()), &over, None).await.unwrap().unwrap();
 }
 
 /// The root's records (epoch, value), in order.
 async fn root_records(coord: &dyn Coordinator, job: &str) -> Vec<(u64, String)> {
-    let (records, _) = coord.get_prefix(&format!("/taskgraph/{job}/records/root/")).await.unwrap();
+    let (records, _) = coord.get_prefix(&Keys::new(job).record("root/")).await.unwrap();
     let mut v: Vec<(u64, String)> = records
         .iter()
         .map(|kv| (kv.key.rsplit('/').next().unwrap().parse().unwrap(), String::from_utf8_lossy(&kv.value).into_owned()))
@@ -39,20 +41,18 @@ async fn root_records(coord: &dyn Coordinator, job: &str) -> Vec<(u64, String)> 
 
 /// The ids of the job's live nodes.
 async fn live_nodes(coord: &dyn Coordinator, job: &str) -> Vec<u64> {
-    let prefix = format!("/taskgraph/{job}/nodes/");
-    let (kvs, _) = coord.get_prefix(&prefix).await.unwrap();
-    let mut ids: Vec<u64> = kvs.iter().filter_map(|kv| kv.key.strip_prefix(&prefix)?.parse().ok()).collect();
+    let keys = Keys::new(job);
+    let (kvs, _) = coord.get_prefix(&keys.nodes()).await.unwrap();
+    let mut ids: Vec<u64> = kvs.iter().filter_map(|kv| keys.node_id(&kv.key)).collect();
     ids.sort();
     ids
 }
 
 /// The node ids of the job's primaries.
 async fn primaries(coord: &dyn Coordinator, job: &str) -> Vec<u64> {
-    let (kvs, _) = coord.get_prefix(&format!("/taskgraph/{job}/tasks/")).await.unwrap();
-    kvs.iter()
-        .filter(|kv| kv.key.ends_with("/primary"))
-        .filter_map(|kv| String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("node=")?.parse().ok()))
-        .collect()
+    let keys = Keys::new(job);
+    let (kvs, _) = coord.get_prefix(&keys.tasks()).await.unwrap();
+    kvs.iter().filter(|kv| keys.primary_task(&kv.key).is_some()).filter_map(|kv| Some(Holder::parse(&kv.value)?.node)).collect()
 }
 
 /// Waits (bounded, polling `/proc`) until none of `pids` is alive.
@@ -208,9 +208,10 @@ fn a_second_launch_of_a_running_job_is_refused_and_join_adds_spares() {
     let joiner = Launch::new(W1_NODE, args(), etcd.endpoint(), job, 0).join(true).spares(2);
     let joiner_processes = joiner.processes();
     let (join_report, join_runner) = run_in_thread(joiner, coord.clone());
-    let nodes_prefix = taskgraph::job::Keys::new(job).nodes();
+    let keys = Keys::new(job);
+    let nodes_prefix = keys.nodes();
     let registered = |kvs: &[taskgraph::coord::KeyValue]| -> Vec<u64> {
-        kvs.iter().filter_map(|kv| kv.key.strip_prefix(&nodes_prefix)?.parse().ok()).filter(|id| !live.contains(id)).collect()
+        kvs.iter().filter_map(|kv| keys.node_id(&kv.key)).filter(|id| !live.contains(id)).collect()
     };
     rt.block_on(keys_until(&*coord, &nodes_prefix, Duration::from_secs(30), |kvs| registered(kvs).len() == 2));
     let mut joined = registered(&rt.block_on(coord.get_prefix(&nodes_prefix)).unwrap().0);
@@ -244,18 +245,20 @@ fn a_local_cluster_refuses_a_job_running_on_its_coordinator_and_restarts_an_ende
     let rt = runtime();
     let coord: Arc<dyn Coordinator> = Arc::new(taskgraph::coord::Embedded::new());
     // A job with a live node (its key bound to a lease), still running.
+    let keys = Keys::new("shared");
     rt.block_on(async {
-        coord.put("/taskgraph/shared/status", b"running", None).await.unwrap();
-        coord.put("/taskgraph/shared/epoch", b"7", None).await.unwrap();
+        coord.put(&keys.status(), &JobStatus::Running.encode(), None).await.unwrap();
+        coord.put(&keys.epoch(), b"7", None).await.unwrap();
         let lease = coord.grant(Duration::from_secs(60)).await.unwrap();
-        coord.put("/taskgraph/shared/nodes/0", b"addr=127.0.0.1:1", Some(lease)).await.unwrap();
+        coord.put(&keys.node(0), b"addr=127.0.0.1:1", Some(lease)).await.unwrap();
     });
     let job = taskgraph_tests::jobs::counter_job("shared", 3, 2, 3);
     let err = LocalCluster::new(job.clone()).coordinator(coord.clone()).run().expect_err("refused");
     assert!(err.to_string().contains("job `shared` is running (epoch 7, 1 live node)"), "{err}");
     assert_eq!(rt.block_on(epoch_of(&*coord, "shared")), 7, "the running job was touched");
     // Ended: started afresh.
-    rt.block_on(coord.put("/taskgraph/shared/status", b"done", None)).unwrap();
+    let ended = rt.block_on(coord.compare_and_swap(&keys.status(), Expect::Value(JobStatus::Running.encode()), &JobStatus::Done.encode(), None));
+    ended.unwrap().unwrap();
     let result = LocalCluster::new(job).coordinator(coord.clone()).run().unwrap();
     assert_eq!(result.status, JobStatus::Done);
 }
@@ -320,6 +323,62 @@ fn an_explicit_time_limit_still_holds_for_a_job_that_advances() {
     assert!(err.to_string().contains("job `limited` timed out after 500ms"), "{err}");
 }
 
+// Issue 11, item 6: a job's end is written once, by compare-and-swap.
+
+/// A 3-task W1 job of 5 epochs as processes (and a spare) whose nodes,
+/// once the job has ended, wait `linger_ms` and exit with `exit_status`.
+fn launch_ending_badly(etcd: &EtcdServer, job: &str, linger_ms: u64, exit_status: u8) -> Launch {
+    let args = ["--tasks", "3", "--epochs", "5", "--linger-after-end", &linger_ms.to_string(), "--exit-after-end", &exit_status.to_string()];
+    Launch::new(W1_NODE, args.iter().map(Into::into).collect(), etcd.endpoint(), job, 3).spares(1)
+}
+
+/// The job's status key now.
+fn status_key(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str) -> JobStatus {
+    let kv = rt.block_on(coord.get(&Keys::new(job).status())).unwrap().expect("the job has a status");
+    JobStatus::parse(&kv.value)
+}
+
+#[test]
+fn node_processes_that_fail_after_the_job_is_done_leave_it_done() {
+    let etcd = EtcdServer::start();
+    let rt = runtime();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    // Every node exits with status 1 after the end, the last one too.
+    let launch = launch_ending_badly(&etcd, "fails-after-done", 200, 1);
+    let report = launch.run(coord.clone()).expect("the launch runs");
+    assert_eq!(status_key(&rt, &*coord, "fails-after-done"), JobStatus::Done, "the end was overwritten: {report:?}");
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!((report.died, report.started), (0, 4), "exits after the end are no deaths: {report:?}");
+}
+
+#[test]
+fn node_processes_sigkilled_after_the_job_is_done_leave_it_done() {
+    let etcd = EtcdServer::start();
+    let rt = runtime();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    let job = "killed-after-done";
+    // The nodes stay after the end (for longer than the test), to be killed.
+    let launch = launch_ending_badly(&etcd, job, 60_000, 0);
+    let processes = launch.processes();
+    let (report, runner) = run_in_thread(launch, coord.clone());
+    let status = Keys::new(job).status();
+    rt.block_on(keys_until(&*coord, &status, Duration::from_secs(60), |kvs| {
+        kvs.iter().any(|kv| kv.key == status && JobStatus::parse(&kv.value) == JobStatus::Done)
+    }));
+    let pids = processes.pids();
+    assert_eq!(pids.len(), 4, "the nodes stay after the end: {pids:?}");
+    for pid in pids {
+        assert!(processes.kill(pid), "SIGKILL {pid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = report.recv_timeout(Duration::from_secs(30)).expect("the launcher ends").expect("the launch reports");
+    runner.join().unwrap();
+    assert_eq!(status_key(&rt, &*coord, job), JobStatus::Done, "the end was overwritten: {report:?}");
+    assert_eq!(report.status, JobStatus::Done, "{report:?}");
+    assert_eq!((report.died, report.started), (0, 4), "no node is replaced after the end: {report:?}");
+    assert!(all_gone(&processes.all_started(), Duration::from_secs(5)), "processes left running");
+}
+
 // Item 8: `taskgraph status | head -1`.
 
 #[test]
@@ -329,14 +388,16 @@ fn taskgraph_status_into_a_pipe_closed_early_exits_quietly() {
     let coord = rt.block_on(etcd.connect());
     // Enough primaries that the output (~130 KB) overflows a pipe's
     // buffer: writes after `head` has gone fail, whatever the timing.
+    let keys = Keys::new("wide");
     rt.block_on(async {
-        coord.put("/taskgraph/wide/status", b"running", None).await.unwrap();
-        coord.put("/taskgraph/wide/epoch", b"3", None).await.unwrap();
+        coord.put(&keys.status(), &JobStatus::Running.encode(), None).await.unwrap();
+        coord.put(&keys.epoch(), b"3", None).await.unwrap();
         for chunk in (0..3000u64).collect::<Vec<_>>().chunks(100) {
             futures::future::join_all(chunk.iter().map(|t| {
-                let (key, value) = (format!("/taskgraph/wide/tasks/{t}/primary"), format!("node={t} addr=127.0.0.1:{}", 10000 + t));
+                let holder = Holder { node: *t, addr: ([127, 0, 0, 1], 10000 + *t as u16).into(), ready: false };
+                let (key, value) = (keys.primary(*t), holder.encode());
                 let coord = &coord;
-                async move { coord.put(&key, value.as_bytes(), None).await.unwrap() }
+                async move { coord.put(&key, &value, None).await.unwrap() }
             }))
             .await;
         }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use taskgraph::coord::{Coordinator, Etcd, EtcdOptions};
 use taskgraph::launch::{Launch, Orphans, EXIT_COORDINATOR_LOST};
-use taskgraph::job::{Holder, Keys};
+use taskgraph::keys::{Holder, Keys};
 use taskgraph::JobStatus;
 
 #[derive(Parser, Debug)]
@@ -224,9 +224,9 @@ fn status_lines(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, job: &str
             primaries.push((task, Holder::parse(&kv.value), kv.create_revision));
         } else if let Some((task, _slot)) = keys.backup_slot(&kv.key) {
             backups.extend(Holder::parse(&kv.value).map(|h| (task, h)));
-        } else if let Some(id) = kv.key.strip_prefix(&keys.nodes()) {
+        } else if kv.key.starts_with(&keys.nodes()) {
             let addr = String::from_utf8_lossy(&kv.value).split_whitespace().find_map(|p| p.strip_prefix("addr=").map(str::to_owned));
-            nodes.push((id.parse::<u64>().unwrap_or(u64::MAX), addr.unwrap_or_else(|| "?".into())));
+            nodes.push((keys.node_id(&kv.key).unwrap_or(u64::MAX), addr.unwrap_or_else(|| "?".into())));
         }
     }
     primaries.sort_by_key(|p| p.0);

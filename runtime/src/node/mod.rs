@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::coord::{CoordError, Coordinator, Event as CoordEvent, Expect, KeyValue, LeaseId};
 use crate::graph::{Epoch, TaskId};
-use crate::job::{Job, JobStatus, Keys, Holder};
+use crate::{job::Job, keys::{Holder, JobStatus, Keys}};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use transport::TransportFaults;

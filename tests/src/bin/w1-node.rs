@@ -1,6 +1,10 @@
 //! One node process of the W1 regression on etcd, for the multi-process
 //! tests and `scripts/chaos`: `w1-node [--size S] [--epochs E] [--tasks N] [--replicas R]
-//! --etcd <endpoints> --job <name> --node-id <id> [--task <t>]`.
+//! [--linger-after-end MS] [--exit-after-end STATUS] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]`.
+//!
+//! Once the job has ended, it waits `--linger-after-end` milliseconds (0)
+//! and exits with `--exit-after-end` (0): a node that fails after the end,
+//! for the supervision tests.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -18,7 +22,7 @@ fn main() -> ExitCode {
     let node = match NodeArgs::parse(&args) {
         Ok(Some(node)) => node,
         Ok(None) => {
-            eprintln!("usage: w1-node [--size S] [--epochs E] [--tasks N] [--replicas R] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]");
+            eprintln!("usage: w1-node [--size S] [--epochs E] [--tasks N] [--replicas R] [--linger-after-end MS] [--exit-after-end STATUS] --etcd <endpoints> --job <name> --node-id <id> [--task <t>]");
             return ExitCode::FAILURE;
         }
         Err(e) => {
@@ -37,6 +41,13 @@ fn main() -> ExitCode {
         Ok(taskgraph::NodeExit::JobEnded(_)) => {}
         Ok(other) => eprintln!("w1-node {}: stopped: {other:?}", node.node_id),
         Err(e) => eprintln!("w1-node {}: {e}", node.node_id),
+    }
+    if let Ok(taskgraph::NodeExit::JobEnded(_)) = result {
+        std::thread::sleep(std::time::Duration::from_millis(value(&args, "--linger-after-end", 0)));
+        let status = value(&args, "--exit-after-end", 0);
+        if status != 0 {
+            return ExitCode::from(status as u8);
+        }
     }
     // 0, or why it stopped: see taskgraph::launch's exit statuses.
     taskgraph::launch::exit_code(&result)

@@ -1,19 +1,26 @@
-//! Running a whole job in one process: one thread per node, the embedded
-//! coordinator (or any other), real TCP between nodes on loopback, and
-//! fault injection.
+//! Running a whole job in one process: its nodes share a pool of threads
+//! (one per core by default, see [`LocalCluster::threads`]), each thread
+//! running its nodes as tasks of one runtime; the embedded coordinator
+//! (or any other), real TCP between nodes on loopback, and fault
+//! injection. A node that stops while the job runs is replaced by a new
+//! one as the [supervision policy](crate::supervise) says.
 
-use std::collections::{BTreeMap, HashSet};
+mod faults;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::{Decision, Event, Exit, Limits, Supervisor, Verdict};
 use crate::coord::{Coordinator, Embedded};
 use crate::graph::TaskId;
-use crate::job::{Job, JobStatus, Keys};
-use crate::node::{self, FaultHook, FaultPoint, NodeConfig, NodeExit};
+use crate::job::Job;
+use crate::keys::{JobStatus, Keys};
+use crate::node::{self, FaultHook, NodeConfig, NodeExit};
 
-pub use crate::launch::DEFAULT_STALL_TIMEOUT;
+pub use self::faults::{FaultKind, Faults};
+pub use super::DEFAULT_STALL_TIMEOUT;
 pub use crate::node::TransportFaults;
 
 /// Runs a job in this process.
@@ -134,6 +141,11 @@ impl LocalCluster {
         self
     }
 
+    /// The supervision settings of this cluster.
+    fn limits(&self) -> Limits {
+        Limits { max_restarts: self.max_restarts, stall: self.stall, timeout: self.timeout, ..Limits::default() }
+    }
+
     /// Runs the job to its end.
     pub fn run(self) -> crate::Result<JobResult> {
         self.job.check()?;
@@ -150,19 +162,16 @@ impl LocalCluster {
         rt.block_on(crate::job::start_fresh(&*coord, &keys, &self.job.name))?;
 
         let (exits, exit_rx) = mpsc::channel::<(u64, crate::Result<NodeExit>)>();
-        let replicas = self.job.replicas as usize;
-        let nodes = (0..self.job.tasks).map(|t| self.job.replicas_of(t) as usize).sum::<usize>() + self.spares;
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .min(nodes.max(1));
+            .min((nodes as usize).max(1));
         let mut pool = Vec::with_capacity(threads);
         for i in 0..threads {
             pool.push(NodeThread::start(i, exits.clone())?);
         }
         let mut next_id = 0u64;
-        let mut live = 0usize;
-        let mut start = |preferred: Option<TaskId>, live: &mut usize| -> crate::Result<()> {
+        let mut start = |preferred: Option<TaskId>| -> crate::Result<()> {
             let cfg = NodeConfig {
                 job: self.job.clone(),
                 coord: coord.clone(),
@@ -174,107 +183,93 @@ impl LocalCluster {
             };
             pool[next_id as usize % pool.len()].run(cfg)?;
             next_id += 1;
-            *live += 1;
             Ok(())
         };
-        // A primary and its backups for every task.
-        for r in 0..replicas {
-            for t in 0..self.job.tasks {
-                if r < self.job.replicas_of(t) as usize {
-                    start(Some(t), &mut live)?;
-                }
+        let mut sup = Supervisor::new(self.limits(), Instant::now());
+        // A primary and its backups for every task, then the spares.
+        for r in 0..self.job.replicas {
+            for t in (0..self.job.tasks).filter(|&t| r < self.job.replicas_of(t)) {
+                start(Some(t))?;
+                sup.on(Event::Started, Instant::now());
             }
         }
         for _ in 0..self.spares {
-            start(None, &mut live)?;
+            start(None)?;
+            sup.on(Event::Started, Instant::now());
         }
 
-        let started_at = Instant::now();
-        // How often progress (and the time limit) is checked.
+        // How often progress is read while the job runs.
         let tick = self.stall.map_or(Duration::from_secs(1), |s| (s / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
-        let mut checked_at = Instant::now();
-        // The epoch and status keys' values last read.
-        type Progress = (Option<Vec<u8>>, Option<Vec<u8>>);
-        let mut seen: Option<Progress> = None;
-        let mut progressed_at = Instant::now();
+        let mut read_at: Option<Instant> = None;
         let mut kills = 0;
-        let mut restarts = 0;
-        let mut ended = false;
-        // Why this run stopped the job itself (time limit, no progress).
-        let mut stopped: Option<String> = None;
+        // The first node failure, for a job that no node could finish.
         let mut failure: Option<String> = None;
-        while live > 0 {
-            let wait = match (stopped.is_some(), self.timeout) {
-                (true, _) => Duration::from_secs(10),
-                (false, Some(t)) => (started_at + t).saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), tick),
-                (false, None) => tick,
-            };
-            match exit_rx.recv_timeout(wait) {
-                Ok((id, exit)) => {
-                    live -= 1;
-                    let replace = match exit {
-                        Ok(NodeExit::JobEnded(_)) => {
-                            ended = true;
-                            false
-                        }
-                        Ok(NodeExit::Killed) => {
-                            kills += 1;
-                            true
-                        }
-                        Ok(NodeExit::LostLease) => true,
-                        Ok(NodeExit::CoordinatorLost(why)) => {
-                            failure.get_or_insert_with(|| format!("node {id} gave up on the coordinator: {why}"));
-                            true
-                        }
-                        Err(e) => {
-                            tracing::error!(node = id, error = %e, "node failed");
-                            failure.get_or_insert_with(|| format!("node {id} failed: {e}"));
-                            true
-                        }
-                    };
-                    if replace && !ended && stopped.is_none() {
-                        restarts += 1;
-                        if restarts > self.max_restarts {
-                            failure.get_or_insert_with(|| format!("more than {} node restarts", self.max_restarts));
-                            let _ = rt.block_on(crate::job::fail_running(&*coord, &keys, "too many node restarts"));
-                        } else {
-                            start(None, &mut live)?;
-                        }
-                    }
+        loop {
+            if !sup.ended() && read_at.is_none_or(|t| t.elapsed() >= tick) {
+                read_at = Some(Instant::now());
+                read_progress(&rt, &*coord, &keys, &mut sup);
+            }
+            let wait = match sup.next(Instant::now()) {
+                Decision::Restart(_) => {
+                    start(None)?;
+                    continue;
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) if stopped.is_none() => {}
-                Err(_) => {
-                    return Err(crate::Error::Timeout(format!(
-                        "job `{}`: {live} node(s) did not stop after the job ended",
+                Decision::FailJob(verdict) => {
+                    match rt.block_on(crate::job::fail_running(&*coord, &keys, &verdict.to_string())) {
+                        Ok(status) => sup.on(Event::Status(status), Instant::now()),
+                        Err(e) => tracing::warn!(error = %e, "cannot mark the job failed"),
+                    }
+                    continue;
+                }
+                Decision::GiveUp(patience, why) => {
+                    return Err(crate::Error::Coord(crate::coord::CoordError::Unavailable(format!(
+                        "job `{}`: the coordinator has been unreachable for {patience:?}: {why}",
                         self.job.name
-                    )))
+                    ))))
                 }
+                Decision::KillAll => {
+                    // Nodes on threads cannot be killed: the threads are
+                    // left to them.
+                    return Err(crate::Error::Timeout(format!(
+                        "job `{}`: {} node(s) did not stop after the job ended",
+                        self.job.name,
+                        sup.live()
+                    )));
+                }
+                Decision::Stop => break,
+                Decision::Wait(wait) => wait,
+            };
+            let (id, exit) = match exit_rx.recv_timeout(wait.min(tick)) {
+                Ok(exit) => exit,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let exit = match exit {
+                Ok(NodeExit::JobEnded(status)) => {
+                    sup.on(Event::Status(status), Instant::now());
+                    Exit::JobEnded
+                }
+                Ok(NodeExit::Killed) => {
+                    kills += 1;
+                    Exit::SteppedDown
+                }
+                Ok(NodeExit::LostLease) => Exit::SteppedDown,
+                Ok(NodeExit::CoordinatorLost(why)) => {
+                    failure.get_or_insert_with(|| format!("node {id} gave up on the coordinator: {why}"));
+                    Exit::CoordinatorLost(why)
+                }
+                Err(e) => {
+                    tracing::error!(node = id, error = %e, "node failed");
+                    failure.get_or_insert_with(|| format!("node {id} failed: {e}"));
+                    Exit::Failed(e.to_string())
+                }
+            };
+            // A node leaves when the job ends: look before calling its
+            // exit a death.
+            if !sup.ended() {
+                read_progress(&rt, &*coord, &keys, &mut sup);
             }
-            if stopped.is_none() && !ended && checked_at.elapsed() >= tick {
-                checked_at = Instant::now();
-                if let Some(t) = self.timeout.filter(|t| started_at.elapsed() > *t) {
-                    stopped = Some(format!("timed out after {t:?}"));
-                } else if let Some(stall) = self.stall {
-                    let now = rt.block_on(async {
-                        let epoch = coord.get(&keys.epoch()).await?.map(|kv| kv.value);
-                        let status = coord.get(&keys.status()).await?.map(|kv| kv.value);
-                        crate::coord::CoordResult::Ok((epoch, status))
-                    });
-                    // An unreachable coordinator is the nodes' to wait out.
-                    if let Ok(now) = now {
-                        let epoch = now.0.as_deref().map_or("?".into(), |e| String::from_utf8_lossy(e).into_owned());
-                        if seen.as_ref() != Some(&now) {
-                            seen = Some(now);
-                            progressed_at = Instant::now();
-                        } else if progressed_at.elapsed() > stall {
-                            stopped = Some(format!("no progress for {stall:?} (stuck at epoch {epoch})"));
-                        }
-                    }
-                }
-                if let Some(why) = &stopped {
-                    let _ = rt.block_on(crate::job::fail_running(&*coord, &keys, why));
-                }
-            }
+            sup.on(Event::Exited { node: id, exit }, Instant::now());
         }
 
         let _ = start; // ends the closure's borrow of the pool
@@ -290,13 +285,37 @@ impl LocalCluster {
             .into_iter()
             .map(|kv| (kv.key.trim_start_matches(&keys.records()).to_owned(), kv.value))
             .collect();
-        if let Some(why) = stopped {
-            return Err(crate::Error::Timeout(format!("job `{}` {}", self.job.name, why.replacen("no progress", "made no progress", 1))));
+        // A time limit or a stall that this run recorded is an error; an
+        // end written first stands.
+        if let Some(verdict @ (Verdict::TimedOut(_) | Verdict::Stalled(..))) = sup.verdict() {
+            let why = verdict.to_string();
+            if status == JobStatus::Failed(why.clone()) {
+                let why = why.replacen("no progress", "made no progress", 1);
+                return Err(crate::Error::Timeout(format!("job `{}` {why}", self.job.name)));
+            }
         }
         if let (Some(why), JobStatus::Running) = (&failure, &status) {
             return Err(crate::Error::Node(why.clone()));
         }
         Ok(JobResult { status, records, kills, nodes_started: next_id as usize })
+    }
+}
+
+/// Tells `sup` the job's status and epoch, or that the coordinator did
+/// not answer.
+fn read_progress(rt: &tokio::runtime::Runtime, coord: &dyn Coordinator, keys: &Keys, sup: &mut Supervisor) {
+    let read = rt.block_on(async {
+        let status = coord.get(&keys.status()).await?.map(|kv| kv.value);
+        let epoch = coord.get(&keys.epoch()).await?.map(|kv| kv.value);
+        crate::coord::CoordResult::Ok((status, epoch))
+    });
+    let now = Instant::now();
+    match read {
+        Ok((status, epoch)) => {
+            sup.on(Event::Status(status.map_or(JobStatus::Running, |s| JobStatus::parse(&s))), now);
+            sup.on(Event::Epoch(epoch), now);
+        }
+        Err(e) => sup.on(Event::Unreachable(e.to_string()), now),
     }
 }
 
@@ -351,109 +370,6 @@ impl NodeThread {
         drop(self.configs);
         let _ = self.handle.join();
     }
-}
-
-/// The kinds of [`FaultPoint`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// [`FaultPoint::EnterEpoch`].
-    EnterEpoch,
-    /// [`FaultPoint::DataReceived`].
-    DataReceived,
-    /// [`FaultPoint::BeforeServe`].
-    BeforeServe,
-    /// [`FaultPoint::AfterServe`].
-    AfterServe,
-    /// [`FaultPoint::BackupApplied`].
-    BackupApplied,
-    /// [`FaultPoint::BackupLost`].
-    BackupLost,
-}
-
-#[derive(Clone, Debug)]
-enum Rule {
-    Exact(FaultPoint),
-    Random { kind: FaultKind, probability: f64, tasks: Range<TaskId>, edge: Option<u32> },
-}
-
-/// A deterministic fault plan: exact points, and random ones decided by a
-/// hash of the seed and the point (so a seed gives the same kills whatever
-/// the timing). Each point fires at most once: the replacement node that
-/// passes the same point again lives.
-#[derive(Debug)]
-pub struct Faults {
-    seed: u64,
-    rules: Vec<Rule>,
-    fired: Mutex<HashSet<FaultPoint>>,
-}
-
-impl Faults {
-    /// An empty plan with this seed.
-    pub fn new(seed: u64) -> Self {
-        Faults { seed, rules: Vec::new(), fired: Mutex::new(HashSet::new()) }
-    }
-
-    /// Kills the node at exactly this point.
-    pub fn at(mut self, point: FaultPoint) -> Self {
-        self.rules.push(Rule::Exact(point));
-        self
-    }
-
-    /// Kills the node of a task in `tasks` at points of `kind` (on `edge`,
-    /// if given) with `probability`.
-    pub fn random(mut self, kind: FaultKind, probability: f64, tasks: Range<TaskId>, edge: Option<u32>) -> Self {
-        self.rules.push(Rule::Random { kind, probability, tasks, edge });
-        self
-    }
-
-    /// How many points have fired.
-    pub fn fired(&self) -> usize {
-        self.fired.lock().expect("fault plan lock").len()
-    }
-
-    fn decide(&self, point: &FaultPoint) -> bool {
-        let (kind, task, epoch, other, edge) = match *point {
-            FaultPoint::EnterEpoch { task, epoch } => (FaultKind::EnterEpoch, task, epoch, 0, None),
-            FaultPoint::DataReceived { task, epoch, from, edge } => (FaultKind::DataReceived, task, epoch, from, Some(edge)),
-            FaultPoint::BeforeServe { task, epoch, to, edge } => (FaultKind::BeforeServe, task, epoch, to, Some(edge)),
-            FaultPoint::AfterServe { task, epoch, to, edge } => (FaultKind::AfterServe, task, epoch, to, Some(edge)),
-            FaultPoint::BackupApplied { task, epoch } => (FaultKind::BackupApplied, task, epoch, 0, None),
-            FaultPoint::BackupLost { task, epoch } => (FaultKind::BackupLost, task, epoch, 0, None),
-        };
-        self.rules.iter().any(|rule| match rule {
-            Rule::Exact(p) => p == point,
-            Rule::Random { kind: k, probability, tasks, edge: want } => {
-                if *k != kind || !tasks.contains(&task) || want.is_some_and(|w| Some(w) != edge) {
-                    return false;
-                }
-                let h = mix(mix(mix(mix(self.seed ^ kind as u64, task), epoch), other), edge.map_or(u64::MAX, u64::from));
-                (h as f64 / u64::MAX as f64) < *probability
-            }
-        })
-    }
-}
-
-impl FaultHook for Faults {
-    fn kill(&self, point: &FaultPoint) -> bool {
-        if !self.decide(point) {
-            return false;
-        }
-        self.fired.lock().expect("fault plan lock").insert(point.clone())
-    }
-}
-
-impl FaultHook for Arc<Faults> {
-    fn kill(&self, point: &FaultPoint) -> bool {
-        (**self).kill(point)
-    }
-}
-
-/// SplitMix64 over `(h, v)`: a stable, well-spread hash.
-fn mix(h: u64, v: u64) -> u64 {
-    let mut z = h.wrapping_add(v).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The open files a local job needs, and the process's limit on them.
