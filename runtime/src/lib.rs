@@ -31,6 +31,7 @@ pub mod local;
 pub mod message;
 pub mod node;
 pub mod protocol;
+mod spawn;
 pub mod task;
 pub mod view;
 #[doc(hidden)]

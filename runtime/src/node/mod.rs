@@ -30,7 +30,8 @@ use crate::task::{Action, Context, Received, ServeRequest, Task};
 pub use transport::TransportFaults;
 pub(crate) use transport::{FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
 use lease::{Keeper, LeaseNews, SureUntil};
-use transport::{Peers, Shared, Spawner};
+use transport::{Peers, Shared};
+use crate::spawn::Spawner;
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
 /// of these points, and the node dies on the spot if it says so.

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::Event;
+use crate::spawn::Spawner;
 use crate::message::Limits;
 use crate::protocol::taskgraph_capnp::{node, StatusKind as WireKind};
 
@@ -43,36 +44,6 @@ pub(crate) async fn refused(addr: SocketAddr) -> bool {
         tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
     )
-}
-
-/// Spawns the background tasks of one node on the current thread's
-/// `LocalSet`, all tied to the node's life: when the node stops (returns,
-/// dies, panics), every one of them is cancelled at its next poll, which
-/// drops its sockets. Several nodes can so share one thread.
-#[derive(Clone)]
-pub(crate) struct Spawner {
-    token: tokio_util::sync::CancellationToken,
-}
-
-impl Spawner {
-    pub(crate) fn new() -> Self {
-        Spawner { token: tokio_util::sync::CancellationToken::new() }
-    }
-
-    /// Cancels everything this spawner started when the guard is dropped.
-    pub(crate) fn guard(&self) -> tokio_util::sync::DropGuard {
-        self.token.clone().drop_guard()
-    }
-
-    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
-        let token = self.token.clone();
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = task => {}
-            }
-        });
-    }
 }
 
 /// The kinds of [`Status`] (the protocol's `StatusKind`).
