@@ -14,7 +14,8 @@
 //! * [`local`]: running a whole job in one process, with fault injection;
 //! * [`launch`]: running a job as supervised node processes;
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
-//! * [`node`]: the node event loop and its capnp-rpc transport.
+//! * [`node`]: the node event loop (its transport, capnp-rpc over TCP, is
+//!   internal: `transport`).
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod message;
 pub mod node;
 pub mod protocol;
 mod spawn;
+mod transport;
 pub mod task;
 pub mod view;
 #[doc(hidden)]
