@@ -15,7 +15,7 @@
 //!   [`Reply`] that the node answers through. The same channel carries
 //!   [`Inbound::PeerGone`]: a connection the node opened ended by itself.
 //! * [`Network`] picks the implementation: TCP with capnp-rpc (`client`,
-//!   `server`: what nodes use).
+//!   `server`: what nodes use), or [`memory`], in-process.
 //! * [`faults`]: duplicates and cuts injected into fetches, decided the
 //!   same way for either implementation.
 //!
@@ -24,6 +24,7 @@
 
 mod client;
 mod faults;
+pub(crate) mod memory;
 mod proto;
 mod server;
 
@@ -297,6 +298,9 @@ pub(crate) enum Network {
     /// capnp-rpc over TCP.
     #[default]
     Tcp,
+    /// In-process, among the nodes on this network.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Memory(memory::MemoryNetwork),
 }
 
 impl Network {
@@ -304,6 +308,7 @@ impl Network {
     pub(crate) async fn listen(&self, addr: SocketAddr) -> std::io::Result<Box<dyn Listener>> {
         Ok(match self {
             Network::Tcp => Box::new(server::TcpListener::bind(addr).await?),
+            Network::Memory(network) => Box::new(network.listen(addr)?),
         })
     }
 
@@ -313,6 +318,7 @@ impl Network {
     pub(crate) fn transport(&self, limits: Limits, faults: TransportFaults, spawner: Spawner, inbound: mpsc::UnboundedSender<Inbound>) -> Rc<dyn Transport> {
         match self {
             Network::Tcp => Rc::new(client::Peers::new(limits, faults, spawner, inbound)),
+            Network::Memory(network) => Rc::new(network.transport(limits, faults, spawner, inbound)),
         }
     }
 }

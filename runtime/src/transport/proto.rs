@@ -1,6 +1,8 @@
 //! Every mapping between the transport's vocabulary and the capnp of
 //! `schemas/taskgraph.capnp`, both directions: what the TCP client
-//! writes and its server reads, and back.
+//! writes and its server reads (and back), and what the in-memory
+//! transport passes through capnp so that it receives exactly what TCP
+//! would ([`through_wire`]).
 
 use std::sync::Arc;
 
@@ -16,6 +18,38 @@ pub(super) fn receive_options() -> capnp::message::ReaderOptions {
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(RECEIVE_LIMIT_WORDS)).nesting_limit(16);
     options
+}
+
+/// About what an RPC message adds to the struct it carries (the call's
+/// header and the pointers to its parameters), in words.
+const RPC_HEADER_WORDS: usize = 17;
+
+/// The failure of a message that capnp's receiver refuses to read for
+/// its size, as the TCP client hears of it (in capnp-futures' words).
+fn too_large(words: usize) -> capnp::Error {
+    capnp::Error::failed(format!(
+        "remote exception: Message has {words} words, which is too large. To increase the limit on the receiving end, see \
+         capnp::message::ReaderOptions."
+    ))
+}
+
+/// Writes a message with `write`, and reads it back with `read` as a TCP
+/// receiver would, without the socket: `Err` if the receiver refuses the
+/// message for its size, else what `read` makes of it (`Err`: malformed).
+pub(super) fn through_wire<O, T>(
+    write: impl FnOnce(O::Builder<'_>),
+    read: impl FnOnce(O::Reader<'_>) -> capnp::Result<T>,
+) -> Result<capnp::Result<T>, capnp::Error>
+where
+    O: capnp::traits::Owned,
+{
+    let mut message = capnp::message::Builder::new_default();
+    write(message.init_root::<O::Builder<'_>>());
+    let words = message.size_in_words() + RPC_HEADER_WORDS;
+    if words > RECEIVE_LIMIT_WORDS {
+        return Err(too_large(words));
+    }
+    Ok(message.get_root_as_reader::<O::Reader<'_>>().and_then(read))
 }
 
 fn kind_to_wire(kind: StatusKind) -> WireKind {
