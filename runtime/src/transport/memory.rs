@@ -392,3 +392,81 @@ impl Transport for MemoryPeers {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::super::conformance::{brief, frame, only, request, End};
+    use super::super::{FetchFailure, Inbound, Network};
+    use super::MemoryNetwork;
+
+    fn run(check: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        tokio::task::LocalSet::new().block_on(&rt, check);
+    }
+
+    #[test]
+    fn addresses_are_unique_until_freed() {
+        let network = MemoryNetwork::new();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let a = network.listen(any).unwrap();
+        let b = network.listen(any).unwrap();
+        assert_ne!(a.addr, b.addr);
+        assert_eq!(network.listen(a.addr).err().map(|e| e.kind()), Some(std::io::ErrorKind::AddrInUse));
+        let (addr, fixed) = (SocketAddr::from(([10, 0, 0, 1], 4000)), network.listen(SocketAddr::from(([10, 0, 0, 1], 4000))).unwrap());
+        assert_eq!(fixed.addr, addr);
+        let freed = a.addr;
+        drop(a);
+        assert!(!network.listening(freed) && network.listening(b.addr) && network.listening(addr));
+        // Port 0 moves on: a freed port is not handed out again at once.
+        let c = network.listen(any).unwrap();
+        assert!(c.addr.port() > b.addr.port(), "{} after {}", c.addr, b.addr);
+    }
+
+    #[test]
+    fn a_cut_ends_the_connections_but_not_the_listener() {
+        run(async {
+            let check = "a_cut_ends_the_connections_but_not_the_listener";
+            let network = MemoryNetwork::new();
+            let net = Network::Memory(network.clone());
+            let mut a = End::plain(check, &net).await;
+            let mut b = End::plain(check, &net).await;
+            let (results, held) = tokio::join!(a.peers.fetch(b.addr, request(1), 1), async {
+                let Inbound::Fetch(_, reply) = b.next().await else { panic!("not a fetch") };
+                assert!(network.cut(b.addr));
+                reply
+            });
+            drop(held);
+            let failed = only(check, results);
+            assert!(matches!(failed, Err(FetchFailure::Transport(_))), "a fetch in flight across a cut gave {}", brief(&failed));
+            assert!(matches!(a.next().await, Inbound::PeerGone(addr) if addr == b.addr));
+            assert!(!a.peers.connected(b.addr) && !a.peers.refused(b.addr).await);
+            let sent = frame(10);
+            let (results, ()) = tokio::join!(a.peers.fetch(b.addr, request(2), 1), async {
+                let Inbound::Fetch(_, reply) = b.next().await else { panic!("not a fetch") };
+                reply.send(Ok(sent.clone())).unwrap();
+            });
+            assert!(matches!(only(check, results), Ok(f) if f.frame == sent));
+            assert!(!network.cut(SocketAddr::from(([127, 0, 0, 9], 9))));
+        });
+    }
+
+    #[test]
+    fn a_dropped_client_ends_its_calls_on_the_server() {
+        run(async {
+            let check = "a_dropped_client_ends_its_calls_on_the_server";
+            let net = Network::Memory(MemoryNetwork::new());
+            let a = End::plain(check, &net).await;
+            let mut b = End::plain(check, &net).await;
+            let b_addr = b.addr;
+            let fetch = tokio::task::spawn_local(async move {
+                let _ = a.peers.fetch(b_addr, request(1), 1).await;
+            });
+            let Inbound::Fetch(_, mut reply) = b.next().await else { panic!("not a fetch") };
+            fetch.abort();
+            let _ = fetch.await;
+            // The client (its whole end) is gone: so is the call it made.
+            tokio::time::timeout(std::time::Duration::from_secs(10), reply.closed()).await.expect("the call outlived its client");
+        });
+    }
+}

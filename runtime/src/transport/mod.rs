@@ -15,7 +15,8 @@
 //!   [`Reply`] that the node answers through. The same channel carries
 //!   [`Inbound::PeerGone`]: a connection the node opened ended by itself.
 //! * [`Network`] picks the implementation: TCP with capnp-rpc (`client`,
-//!   `server`: what nodes use), or [`memory`], in-process.
+//!   `server`: what nodes use), or [`memory`], in-process. Both pass one
+//!   conformance suite (`conformance.rs`, run by the unit tests).
 //! * [`faults`]: duplicates and cuts injected into fetches, decided the
 //!   same way for either implementation.
 //!
@@ -23,6 +24,8 @@
 //! `!Send`): the traits are object-safe and return boxed local futures.
 
 mod client;
+#[cfg(test)]
+mod conformance;
 mod faults;
 pub(crate) mod memory;
 mod proto;
