@@ -16,7 +16,8 @@
 //!   [`local`] (a whole job in one process, with fault injection) and
 //!   [`launch`] (a job as supervised node processes);
 //! * [`coord`]: the coordination store (embedded, or etcd in a cluster);
-//! * [`node`]: the node event loop and its capnp-rpc transport.
+//! * [`node`]: the node event loop (its transport, capnp-rpc over TCP, is
+//!   internal: `transport`).
 
 #![warn(missing_docs)]
 
@@ -32,7 +33,9 @@ pub mod keys;
 pub mod message;
 pub mod node;
 pub mod protocol;
+mod spawn;
 pub mod supervise;
+mod transport;
 pub mod task;
 pub mod view;
 #[doc(hidden)]

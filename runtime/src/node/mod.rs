@@ -12,7 +12,6 @@
 
 mod lease;
 mod replication;
-mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,11 +27,12 @@ use crate::graph::{Epoch, TaskId};
 use crate::{job::Job, keys::{Holder, JobStatus, Keys}};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
-pub use transport::TransportFaults;
-pub(crate) use transport::{FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
+pub use crate::transport::TransportFaults;
+pub(crate) use crate::transport::{Answer, FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
 use lease::{Keeper, LeaseNews, SureUntil};
 use replication::Stream;
-use transport::{Peers, Shared, Spawner};
+use crate::spawn::Spawner;
+use crate::transport::{self, Inbound, Shared, Transport};
 
 /// Where a fault can be injected: the runtime asks a [`FaultHook`] at each
 /// of these points, and the node dies on the spot if it says so.
@@ -128,10 +128,9 @@ pub(crate) struct NodeConfig {
     pub(crate) faults: Option<Arc<dyn FaultHook>>,
     pub(crate) transport_faults: TransportFaults,
     pub(crate) listen: SocketAddr,
+    /// The transport to listen and reach peers with (TCP by default).
+    pub(crate) network: transport::Network,
 }
-
-/// What a serving node answers a fetch with: the message frame, or why not.
-pub(crate) type Answer = Result<Arc<Vec<u8>>, Status>;
 
 /// Where the answer to one fetch goes.
 type Responder = oneshot::Sender<Answer>;
@@ -228,7 +227,7 @@ struct Loop {
     value: Vec<u8>,
     tx: mpsc::UnboundedSender<Event>,
     spawner: Spawner,
-    peers: Rc<Peers>,
+    peers: Rc<dyn Transport>,
     shared: Rc<Shared>,
     /// The task this node is primary of, and its term.
     role: Option<(TaskId, u64)>,
@@ -312,6 +311,7 @@ pub fn run_node(job: Job, coord: Arc<dyn Coordinator>, options: NodeOptions) -> 
         faults: None,
         transport_faults: TransportFaults::default(),
         listen: options.listen,
+        network: Default::default(),
     })
 }
 
@@ -331,10 +331,10 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     cfg.job.check()?;
     let keys = Keys::new(&cfg.job.name);
     let coord = cfg.coord.clone();
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+    let listener = cfg.network.listen(cfg.listen)
         .await
         .map_err(|e| crate::Error::Io(format!("node {} cannot listen on {}: {e}", cfg.node_id, cfg.listen)))?;
-    let addr = listener.local_addr().map_err(|e| crate::Error::Io(e.to_string()))?;
+    let addr = listener.addr();
 
     // The job's layout, created by whichever node comes first.
     // (`Err(existing)` just means another node came first.)
@@ -356,8 +356,10 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     let _stop_all = spawner.guard();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Rc::new(Shared::new(cfg.node_id, &cfg.job.name, addr));
-    let peers = Rc::new(Peers::new(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone(), tx.clone()));
-    spawner.spawn(transport::serve(listener, tx.clone(), shared.clone(), spawner.clone()));
+    let (inbound, inbound_rx) = mpsc::unbounded_channel();
+    let peers = cfg.network.transport(cfg.job.limits.clone(), cfg.transport_faults.clone(), spawner.clone(), inbound.clone());
+    spawner.spawn(listener.serve(inbound, shared.clone(), spawner.clone()));
+    spawner.spawn(forward_inbound(inbound_rx, tx.clone()));
     let (lease_news, lease_rx) = mpsc::unbounded_channel();
     let keeper = lease::keep(coord.clone(), lease, cfg.job.lease_ttl, COORDINATOR_PATIENCE, lease_sure_until.clone(), lease_news.clone());
 
@@ -415,6 +417,21 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         let _ = coord.revoke(node.lease).await;
     }
     Ok(exit)
+}
+
+/// Feeds what the transport delivers to the loop, until either ends.
+async fn forward_inbound(mut inbound: mpsc::UnboundedReceiver<Inbound>, tx: mpsc::UnboundedSender<Event>) {
+    while let Some(i) = inbound.recv().await {
+        let event = match i {
+            Inbound::Fetch(req, respond) => Event::Fetch(req, respond),
+            Inbound::Flag(flag, respond) => Event::Flag(flag, respond),
+            Inbound::Replicate(batch, respond) => Event::Replicate(batch, respond),
+            Inbound::PeerGone(addr) => Event::PeerGone(addr),
+        };
+        if tx.send(event).is_err() {
+            break;
+        }
+    }
 }
 
 /// Feeds a coordinator watch to the loop, until either ends.
@@ -573,9 +590,9 @@ impl Loop {
                 let held: Vec<(TaskId, i64)> =
                     self.primaries.iter().filter(|(_, p)| p.addr == addr).map(|(t, p)| (*t, p.mod_revision)).collect();
                 if !held.is_empty() {
-                    let tx = self.tx.clone();
+                    let (tx, refused) = (self.tx.clone(), self.peers.refused(addr));
                     self.spawner.spawn(async move {
-                        if transport::refused(addr).await {
+                        if refused.await {
                             for (task, mod_revision) in held {
                                 let _ = tx.send(Event::PrimaryGone { task, mod_revision });
                             }

@@ -180,6 +180,7 @@ impl LocalCluster {
                 faults: self.faults.clone(),
                 transport_faults: self.transport.clone(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                network: Default::default(),
             };
             pool[next_id as usize % pool.len()].run(cfg)?;
             next_id += 1;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::graph::{Epoch, TaskId};
-use crate::node::transport::{self, ReplicaEntry};
+use crate::transport::{self, ReplicaEntry};
 
 /// A primary's replication log restarts at a snapshot of the task's state
 /// at the first epoch it holds more entries than this, or more bytes.
