@@ -369,7 +369,6 @@ fn node_processes_sigkilled_after_the_job_is_done_leave_it_done() {
     assert_eq!(pids.len(), 4, "the nodes stay after the end: {pids:?}");
     for pid in pids {
         assert!(processes.kill(pid), "SIGKILL {pid}");
-        std::thread::sleep(Duration::from_millis(100));
     }
     let report = report.recv_timeout(Duration::from_secs(30)).expect("the launcher ends").expect("the launch reports");
     runner.join().unwrap();
