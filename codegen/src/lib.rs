@@ -10,13 +10,18 @@
 //!   generated links trait and `Topology` impl;
 //! * [`graph`]: `taskgraph!`: roles, typed edges and flags, the per-role
 //!   handler traits and contexts, and the glue to the runtime;
-//! * [`task`]: `#[task(Graph::Role)]`: binding a struct to a role.
+//! * [`task`]: `#[task(Graph::Role)]`: binding a struct to a role;
+//! * [`names`]: the naming helpers they share (cases, keywords);
+//! * [`dump`]: the `TASKGRAPH_DEBUG_MACRO` expansion dump;
+//! * [`diag`]: the diagnostics every macro collects.
 
 pub mod diag;
+pub mod dump;
 pub mod graph;
 pub mod ids;
 pub mod layout;
 pub mod message;
+pub mod names;
 pub mod task;
 pub mod topology;
 

@@ -25,7 +25,7 @@ use syn::punctuated::Punctuated;
 use syn::{Path, Token};
 
 use crate::diag::Diagnostics;
-use crate::topology::DEBUG_ENV;
+use crate::dump::{dump, Format};
 
 /// The whole attribute, without the debug dump: the expansion, and the
 /// struct's name.
@@ -141,11 +141,7 @@ fn item_head(item: &syn::Item) -> TokenStream {
 /// to the struct's name, the expansion is also printed to stderr.
 pub fn attribute(attr: TokenStream, item: TokenStream) -> TokenStream {
     let (out, name) = expand(attr, item);
-    if let (Ok(want), Some(name)) = (std::env::var(DEBUG_ENV), name) {
-        if want == name {
-            eprintln!("#[task] expansion of `{name}` ({DEBUG_ENV}):\n{}", crate::pretty(&out));
-        }
-    }
+    dump("#[task]", name.as_deref(), &out, Format::Pretty);
     out
 }
 

@@ -35,10 +35,12 @@ use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 
 use crate::diag::Diagnostics;
+use crate::dump::{dump, Format};
+use crate::names::{is_keyword, to_snake_case, upper};
 
-/// The environment variable that dumps an expansion: set it to a struct's
-/// name to print the code `#[topology]` generates for it to stderr.
-pub const DEBUG_ENV: &str = "TASKGRAPH_DEBUG_MACRO";
+// Where they were public before they moved to `dump` and `names`.
+pub use crate::dump::DEBUG_ENV;
+pub use crate::names::is_snake_case;
 
 const FORMS: &str = "`name <-> inverse` (an inverse pair), `name <-> name` (a symmetric link) or `name` (no inverse)";
 
@@ -76,8 +78,7 @@ impl Link {
     /// if its name was rejected and has no sensible one.
     fn const_name(&self) -> Option<Ident> {
         let name = self.name.to_string();
-        (is_snake_case(&name) && name != "links")
-            .then(|| format_ident!("{}", name.to_uppercase(), span = self.name.span()))
+        (is_snake_case(&name) && name != "links").then(|| upper(&self.name))
     }
 }
 
@@ -164,47 +165,6 @@ fn parse_entry(tokens: &[TokenTree], diag: &mut Diagnostics) -> Option<Entry> {
     let a = side(left, diag);
     let b = side(right, diag);
     Some(Entry::Pair(a?, b?))
-}
-
-/// Whether `name` is a snake_case identifier: lowercase ASCII letters and
-/// digits in words joined by single underscores, starting with a letter.
-pub fn is_snake_case(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.split('_').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-}
-
-/// `name` in snake_case, if that makes an identifier (`childNodes` →
-/// `child_nodes`).
-pub(crate) fn to_snake_case(name: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut prev_lower = false;
-    for c in name.trim_start_matches("r#").chars() {
-        if c.is_ascii_uppercase() {
-            if prev_lower {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-            prev_lower = false;
-        } else {
-            out.push(c);
-            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        }
-    }
-    let words: Vec<&str> = out.split('_').filter(|w| !w.is_empty()).collect();
-    let out = words.join("_");
-    (is_snake_case(&out) && !is_keyword(&out)).then_some(out)
-}
-
-/// Rust's strict and reserved keywords: names a method cannot have.
-pub(crate) fn is_keyword(name: &str) -> bool {
-    const KEYWORDS: &[&str] = &[
-        "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
-        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self",
-        "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract",
-        "become", "box", "do", "final", "gen", "macro", "override", "priv", "try", "typeof", "unsized", "virtual",
-        "yield",
-    ];
-    KEYWORDS.contains(&name)
 }
 
 /// Checks a link's name; `false` if it cannot be a method name at all.
@@ -369,6 +329,8 @@ pub fn emit(item: &syn::ItemStruct, links: &[Link], complete: bool) -> TokenStre
             None => "it has no inverse".to_owned(),
         };
         let doc = format!(" The `{name}` neighbours of `task` at `epoch`; {inverse}.");
+        // A rejected name (already an error) keeps its method, so that the
+        // user's impl still matches; rustc need not warn about it too.
         let allow = (!is_snake_case(&name.to_string())).then(|| quote!(#[allow(non_snake_case)]));
         // The user's span, so that rustc's "`parent` from trait" and "type in
         // trait" notes point at the link in the attribute.
@@ -531,11 +493,7 @@ fn on_what(what: &str) -> String {
 /// to the struct's name, the expansion is also printed to stderr.
 pub fn attribute(attr: TokenStream, item: TokenStream) -> TokenStream {
     let (out, owner) = expand(attr, item);
-    if let (Ok(want), Some(owner)) = (std::env::var(DEBUG_ENV), owner) {
-        if want == owner {
-            eprintln!("#[topology] expansion of `{owner}` ({DEBUG_ENV}):\n{out}");
-        }
-    }
+    dump("#[topology]", owner.as_deref(), &out, Format::Tokens);
     out
 }
 
@@ -660,8 +618,6 @@ mod tests {
             errors(attr),
             vec!["`type` is a Rust keyword and cannot name a link (a link's name becomes a method of `TreeLinks`)"]
         );
-        assert!(is_snake_case("level_2") && is_snake_case("a2b"));
-        assert!(!is_snake_case("_a") && !is_snake_case("a_") && !is_snake_case("2a") && !is_snake_case(""));
     }
 
     fn expansion(attr: TokenStream, item: TokenStream) -> String {

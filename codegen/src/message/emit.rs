@@ -565,11 +565,14 @@ fn struct_impls(cx: &Ctx<'_>, def: &MessageDef, s: &StructBody, layout: &Layout)
         impl #w::Struct for #ident {
             const SIZE: #w::StructSize = #size;
             type View<'a> = #view<'a>;
+            // `b` is not mutated without a pointer field, and not used at all
+            // without fields.
             #[allow(unused_mut, unused_variables)]
             fn write(&self, mut b: #w::StructBuilder<'_>) -> #w::Result<()> {
                 #(#writes)*
                 ::core::result::Result::Ok(())
             }
+            // `r` is not used by a struct without fields.
             #[allow(unused_variables)]
             fn read(r: #w::StructReader<'_>) -> #w::Result<Self> {
                 ::core::result::Result::Ok(#construct)
@@ -638,6 +641,9 @@ fn union_impls(cx: &Ctx<'_>, def: &MessageDef, u: &UnionBody, layout: &Layout) -
                     quote!(#ident::#vi(#(#reads),*))
                 };
                 read_arms.push(quote!(#code => #construct));
+                // The `words` arm uses only the bindings of pointer fields;
+                // the `write` arm uses them all and has the allow only to
+                // match it (the two share the pattern).
                 write_arms.push(quote!(#[allow(unused_variables)] #pattern => { #w::set_which(&b, #which, #code); #(#writes)* }));
                 words_arms.push(quote!(#[allow(unused_variables)] #pattern => 0 #(+ #words)*));
             }
@@ -648,6 +654,7 @@ fn union_impls(cx: &Ctx<'_>, def: &MessageDef, u: &UnionBody, layout: &Layout) -
         impl #w::Struct for #ident {
             const SIZE: #w::StructSize = #size;
             type View<'a> = #view<'a>;
+            // `b` is mutated only by a variant with a pointer field.
             #[allow(unused_mut)]
             fn write(&self, mut b: #w::StructBuilder<'_>) -> #w::Result<()> {
                 match self { #(#write_arms)* }
@@ -718,6 +725,7 @@ fn view_type(cx: &Ctx<'_>, def: &MessageDef, layout: Option<&Layout>) -> TokenSt
             }
         }
 
+        // The user's code need not call every accessor.
         #[allow(dead_code)]
         impl<'a> #view<'a> {
             #(#accessors)*

@@ -8,6 +8,8 @@ mod parse;
 
 pub use emit::schema_text;
 pub use model::*;
+// Where they were public before they moved to `names`.
+pub use crate::names::{camel_case, lower_first};
 
 use proc_macro2::TokenStream;
 

@@ -149,6 +149,8 @@ pub enum Ty {
 
 /// The primitive types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// The variants are the Rust types of the same names: a doc each would
+// only repeat it.
 #[allow(missing_docs)]
 pub enum Prim {
     Bool,
@@ -306,48 +308,5 @@ impl MessageDef {
                 Some(layout::StructShape { members: vec![Member::Union(layout::Union { members })] })
             }
         }
-    }
-}
-
-/// `snake_case` to Cap'n Proto's `camelCase` (no underscores allowed).
-pub fn camel_case(name: &str) -> String {
-    let name = name.strip_prefix("r#").unwrap_or(name);
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = !out.is_empty();
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A variant name (`CamelCase`) as a field or enumerant name (`camelCase`).
-pub fn lower_first(name: &str) -> String {
-    let camel = camel_case(name);
-    let mut chars = camel.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => camel,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(camel_case("learning_rate"), "learningRate");
-        assert_eq!(camel_case("w"), "w");
-        assert_eq!(camel_case("_private_x"), "privateX");
-        assert_eq!(camel_case("r#type"), "type");
-        assert_eq!(camel_case("layer_2_bias"), "layer2Bias");
-        assert_eq!(lower_first("BigCircle"), "bigCircle");
     }
 }

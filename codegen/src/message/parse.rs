@@ -10,6 +10,7 @@ use syn::{Attribute, Data, DeriveInput, Expr, GenericArgument, Lit, PathArgument
 use super::model::*;
 use crate::diag::Diagnostics;
 use crate::ids;
+use crate::names::{camel_case, lower_first};
 
 const FIELD_KEYS: &str = "`ordinal`, `default`, `enum`, `name`";
 const TYPE_KEYS: &str = "`id`, `file_id`, `name`, `retired`, `crate`";
