@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taskgraph::coord::{Coordinator, Embedded, Expect};
 use taskgraph::keys::Keys;
 use taskgraph::launch::Launch;
+use taskgraph::prelude::*;
 use taskgraph::{JobStatus, NodeExit, NodeOptions};
 use taskgraph_tests::chaos;
 use taskgraph_tests::etcd::EtcdServer;
@@ -159,4 +161,119 @@ fn a_local_job_too_big_for_the_open_file_limit_fails_at_once() {
     let error = taskgraph::LocalCluster::new(taskgraph_examples::regression::job(tasks, 1, 10)).run().unwrap_err();
     assert!(error.to_string().contains("open files"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// What the etcd-stop test's two tasks tell it (they run in this process).
+#[derive(Default)]
+struct Probe {
+    /// Set by the test: 1 while etcd is stopped, 2 once it runs again.
+    phase: AtomicU8,
+    /// Answers task 0 got to its fetches of task 1's reply.
+    answers: AtomicU64,
+    /// Task 1 has handled the flag (and asked for a record in it).
+    flag_handled: AtomicBool,
+}
+
+/// Task 0 fetches task 1's `Num` of the epoch again and again (each
+/// answered from task 1's reply cache); while etcd is stopped it flags task
+/// 1, whose flag handler records; once etcd runs again, task 0 records what
+/// it got and moves on, for three epochs.
+struct Refetch {
+    probe: Arc<Probe>,
+    flagged: bool,
+}
+
+impl Task for Refetch {
+    fn enter_epoch(&mut self, cx: &mut Context<'_>, _: u64) {
+        if cx.task() == 0 {
+            cx.fetch(jobs::NUM, 1);
+        }
+    }
+    fn data_ready(&mut self, cx: &mut Context<'_>, data: Received) {
+        let n = match data.decode(jobs::NUM) {
+            Ok(n) if n.task == 1 && n.epoch == cx.epoch() => n,
+            other => return cx.fail_job(format!("task 0 got {other:?} at epoch {}", cx.epoch())),
+        };
+        self.probe.answers.fetch_add(1, Ordering::SeqCst);
+        match self.probe.phase.load(Ordering::SeqCst) {
+            0 => cx.fetch(jobs::NUM, 1),
+            1 => {
+                if !self.flagged {
+                    self.flagged = true;
+                    cx.flag(jobs::NEXT, b"record now");
+                }
+                cx.fetch(jobs::NUM, 1);
+            }
+            _ => {
+                cx.record(format!("got/{}", n.epoch), format!("{}", 10 * n.epoch + n.task));
+                if n.epoch >= 2 {
+                    cx.end_job();
+                } else {
+                    cx.advance_epoch();
+                }
+            }
+        }
+    }
+    fn serve(&mut self, cx: &mut Context<'_>, request: ServeRequest) {
+        cx.reply(jobs::NUM, request, &jobs::Num { task: cx.task(), epoch: cx.epoch() });
+    }
+    fn meta_ready(&mut self, cx: &mut Context<'_>, from: TaskId, _: LinkType, meta: &[u8]) {
+        if cx.task() == 1 && from == 0 && meta == b"record now" {
+            cx.record("flagged", format!("{}", cx.epoch()));
+            self.probe.flag_handled.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// While etcd is stopped (SIGSTOP, 10 s: far past every lease), a node
+/// goes on answering its neighbour's fetches of the current epoch, also
+/// after one of its handlers asked for a record that cannot be written
+/// until etcd is back; afterwards every lease has lapsed, the nodes take
+/// their keys again, the record is written, and the job ends with exact
+/// values. (The event loop never waits for the coordinator.)
+#[test]
+fn while_etcd_is_stopped_a_node_keeps_answering_its_neighbours() {
+    let etcd = EtcdServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let coord: Arc<dyn Coordinator> = Arc::new(rt.block_on(etcd.connect()));
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let job = Job::new("etcd-stopped", 2, jobs::Ring { tasks: 2 }, move |_| Box::new(Refetch { probe: p.clone(), flagged: false }) as Box<dyn Task>)
+        .edge(jobs::NUM)
+        .lease_ttl(Duration::from_millis(300));
+    let c = coord.clone();
+    let cluster = std::thread::spawn(move || {
+        taskgraph::LocalCluster::new(job).coordinator(c).stall_timeout(None).timeout(Duration::from_secs(120)).run()
+    });
+    let wait_for = |what: &str, limit: Duration, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for("the job runs", Duration::from_secs(30), &|| probe.answers.load(Ordering::SeqCst) > 100);
+    let pid = etcd.pid().unwrap();
+    signal(pid, "-STOP");
+    let stopped_at = Instant::now();
+    probe.phase.store(1, Ordering::SeqCst);
+    // Within the stop: the flag is handled, its record cannot be written,
+    // and task 1 still answers (each answer a fresh fetch, over TCP).
+    wait_for("the flag is handled", Duration::from_secs(3), &|| probe.flag_handled.load(Ordering::SeqCst));
+    let before = probe.answers.load(Ordering::SeqCst);
+    // Past every lease (1 s, etcd's least): nothing needs etcd to answer.
+    std::thread::sleep(Duration::from_secs(3));
+    let after_leases = probe.answers.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped_at.elapsed()));
+    let during = probe.answers.load(Ordering::SeqCst);
+    signal(pid, "-CONT");
+    probe.phase.store(2, Ordering::SeqCst);
+    assert!(after_leases > before + 100, "answers after the flag, within the first 3 s of the stop: {}", after_leases - before);
+    assert!(during > after_leases + 100, "answers in the rest of the stop: {}", during - after_leases);
+    let result = cluster.join().unwrap().expect("the job runs");
+    assert_eq!(result.status, JobStatus::Done, "{result:?}");
+    assert_eq!(result.records.get("flagged").map(|v| v.as_slice()), Some(&b"0"[..]), "{:?}", result.records);
+    for e in 0..3u64 {
+        assert_eq!(result.records.get(&format!("got/{e}")).map(|v| String::from_utf8_lossy(v).into_owned()), Some(format!("{}", 10 * e + 1)));
+    }
 }

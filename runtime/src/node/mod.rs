@@ -12,6 +12,7 @@
 
 mod lease;
 mod replication;
+mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +31,9 @@ use crate::task::{Action, Context, Received, ServeRequest, Task};
 pub use crate::transport::TransportFaults;
 pub(crate) use crate::transport::{Answer, FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
 use lease::{Keeper, LeaseNews, SureUntil};
+use replication::primary::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
+use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
 use crate::spawn::Spawner;
 use crate::transport::{self, Inbound, Shared, Transport};
 
@@ -159,6 +162,20 @@ pub(crate) enum Event {
     Coord(CoordEvent),
     /// The coordinator watch or keep-alive failed.
     CoordLost(String),
+    /// A write of the coordinator lane did not simply succeed.
+    Written(Written),
+    /// On a backup: its key now says `ready` (or could not be written).
+    MarkedReady { task: TaskId, slot: u32, term: u64, result: crate::coord::CoordResult<Result<i64, ()>> },
+    /// A backup answered attempt `attempt` of a batch of the stream.
+    Replicated { slot: u32, attempt: u64, answer: ReplicaAnswer },
+}
+
+/// Something others see, in the order the task asked for it: waits for the
+/// backups (see `replication::primary`).
+#[derive(Debug)]
+enum Effect {
+    Action(Action),
+    Write(Write),
 }
 
 /// One of this node's fetches.
@@ -260,6 +277,14 @@ struct Loop {
     vacant: HashMap<TaskId, Vacancy>,
     /// Actions of handlers, run in order by `apply_pending`.
     pending: std::collections::VecDeque<Action>,
+    /// Records, epoch advances and the job's end, written in order off
+    /// the loop (see `session`).
+    lane: Lane,
+    /// On a primary: its backups' progress, the effects waiting for them,
+    /// and the replies among those (by edge and requester).
+    sending: Sending,
+    gate: Gate<Effect>,
+    replying: std::collections::HashSet<(u32, TaskId)>,
 }
 
 /// A task without a primary, as this node knows it.
@@ -374,6 +399,11 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
     }
 
     let value = Holder { node: cfg.node_id, addr, ready: false }.encode();
+    let lane_setup = session::LaneSetup { coord: coord.clone(), keys: keys.clone(), node_id: cfg.node_id, sure_until: lease_sure_until.clone() };
+    let lane_tx = tx.clone();
+    let lane = Lane::start(&spawner, lane_setup, move |w| {
+        let _ = lane_tx.send(Event::Written(w));
+    });
     let mut node = Loop {
         keys,
         lease,
@@ -409,6 +439,10 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         next_seq: 1,
         vacant: HashMap::new(),
         pending: Default::default(),
+        lane,
+        sending: Sending::default(),
+        gate: Gate::default(),
+        replying: Default::default(),
         cfg,
     };
     let exit = node.main(snapshot, rx, lease_rx).await;
@@ -448,31 +482,6 @@ fn forward(spawner: &Spawner, tx: &mpsc::UnboundedSender<Event>, mut watch: crat
             }
         }
     });
-}
-
-/// How long a node waits out an unreachable coordinator before it gives
-/// up its task.
-const COORDINATOR_PATIENCE: Duration = Duration::from_secs(30);
-
-/// Runs a coordinator call, retrying while the coordinator is unreachable
-/// (for up to `COORDINATOR_PATIENCE`); other errors come back at once.
-async fn patiently<T, F, Fut>(mut call: F) -> crate::coord::CoordResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::coord::CoordResult<T>>,
-{
-    let start = Instant::now();
-    let mut wait = Duration::from_millis(20);
-    loop {
-        match call().await {
-            Err(CoordError::Unavailable(why)) if start.elapsed() < COORDINATOR_PATIENCE => {
-                tracing::debug!(%why, "coordinator unreachable; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Loop {
@@ -560,10 +569,15 @@ impl Loop {
             Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
             Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
             Event::Replicate(batch, respond) => {
-                let answer = self.on_replicate(batch).await?;
-                let _ = respond.send(answer);
+                match self.on_replicate(batch)? {
+                    (answer, true) => self.publish_ready(answer, respond),
+                    (answer, false) => {
+                        let _ = respond.send(answer);
+                    }
+                }
                 Ok(())
             }
+            Event::MarkedReady { task, slot, term, result } => self.on_marked_ready(task, slot, term, result),
             Event::FetchDone { seq, attempt, result } => self.on_fetch_done(seq, attempt, result).await,
             Event::FlagDone { index, epoch, term, delivered } => {
                 if epoch == self.epoch {
@@ -617,6 +631,27 @@ impl Loop {
                 tracing::warn!(node = self.cfg.node_id, %why, "lost the coordinator");
                 Err(NodeExit::CoordinatorLost(why))
             }
+            Event::Written(written) => self.on_written(written).await,
+            Event::Replicated { slot, attempt, answer } => self.on_replicated(slot, attempt, answer).await,
+        }
+    }
+
+    /// A write of the lane did not simply succeed.
+    async fn on_written(&mut self, written: Written) -> Result<(), Exit> {
+        match written {
+            // The lane found this node's key gone (before the watch said
+            // so): take it again, unless done already.
+            Written::KeyGone { term } if self.term() == term => self.rejoin().await,
+            Written::KeyGone { .. } => Ok(()),
+            Written::NotPrimary => {
+                tracing::warn!(node = self.cfg.node_id, "no longer the task's primary: stepping down");
+                Err(NodeExit::LostLease)
+            }
+            Written::Failed { records: true, error } => Err(self.coordinator_failed("record results or advance the epoch", error)),
+            Written::Failed { records: false, error } => {
+                tracing::warn!(%error, "cannot end the job");
+                Ok(())
+            }
         }
     }
 
@@ -643,13 +678,20 @@ impl Loop {
                 }
                 self.call(|task, cx| task.exit(cx));
                 let pending = std::mem::take(&mut self.pending);
-                for action in pending {
-                    if let Action::Record { .. } = action {
-                        if let Err(exit) = self.apply(action).await {
-                            return Some(exit);
-                        }
-                    }
+                let puts: Vec<(String, Vec<u8>)> = pending
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Action::Record { name, value } => Some((self.keys.record(&name), value)),
+                        _ => None,
+                    })
+                    .collect();
+                // (No backup needs them: the job is over, nobody takes over.)
+                if !puts.is_empty() {
+                    self.lane.submit(Write::Records { puts, advance: None });
                 }
+                // The job is over: what this node still has to write (its
+                // records, these last ones) is written before it leaves.
+                let _ = self.lane.flush().await;
                 return Some(NodeExit::JobEnded(self.status.clone()));
             }
         } else if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
@@ -665,10 +707,8 @@ impl Loop {
             if self.role.is_some_and(|(me, _)| me == t) && old.is_none_or(|o| o.term != b.term) {
                 // A new backup of ours: bring it up to date now.
                 tracing::info!(task = t, slot, node = b.node, "a new backup");
-                self.stream.acked.insert(slot, 0);
-                if let Err(exit) = self.sync_backups().await {
-                    return Some(exit);
-                }
+                self.sending.add(slot);
+                self.pump();
             }
         } else if let Some(t) = self.keys.primary_task(&kv.key) {
             let Some(v) = Holder::parse(&kv.value) else {
@@ -718,7 +758,8 @@ impl Loop {
                 return self.rejoin().await;
             }
             if self.role.is_some_and(|(me, _)| me == t) {
-                self.stream.acked.remove(&slot);
+                self.sending.remove(slot);
+                self.release().await?;
             }
             // A freed slot (or a task now without backups) may be work
             // for a spare.
@@ -1030,6 +1071,7 @@ impl Loop {
                 let term = kv.create_revision as u64;
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
                 self.role = Some((t, term));
+                self.lane.set_role(self.role);
                 self.shared.set_role(t as i64, term);
                 self.follow(self.keys.task(t)).await?;
                 let me = self.mine(&kv);
@@ -1047,9 +1089,9 @@ impl Loop {
                         self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
                     }
                 }
+                self.track_backups();
                 self.call(|task, cx| task.became_primary(cx, term));
                 self.apply_pending().await?;
-                self.sync_backups().await?;
                 let epoch = self.epoch;
                 self.entered = false;
                 self.enter(epoch).await
@@ -1114,9 +1156,16 @@ impl Loop {
             // start: the one this node followed, now under its term.
             Stream { term, log: old.log, base: old.base, end: old.end, snapshots: false, ..Default::default() }
         };
-        for slot in self.backups.get(&t).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
-            self.stream.acked.insert(slot, 0);
+        // Replies waiting for the old stream's backups go in the new one.
+        if self.stream.snapshots {
+            for (epoch, effect) in self.gate.items() {
+                if let Effect::Action(Action::Reply { request, frame }) = effect {
+                    self.stream.push_served(*epoch, request.edge, request.from, frame);
+                }
+            }
         }
+        let _ = t;
+        self.track_backups();
     }
 
     /// Appends this epoch's released replies to `stream` (after a snapshot).
@@ -1174,7 +1223,7 @@ impl Loop {
         self.flags.clear();
         if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
             tracing::error!(%why, "topology check failed");
-            self.end(Some(why)).await;
+            self.end(Some(why));
             return Ok(());
         }
         // The primaries of this epoch's neighbours (the topology may
@@ -1261,9 +1310,10 @@ impl Loop {
     // Replication.
 
     /// On a backup: applies a batch of its primary's stream.
-    async fn on_replicate(&mut self, batch: Replication) -> Result<(Status, u64), Exit> {
+    /// The answer, and whether the backup has just caught up with it.
+    fn on_replicate(&mut self, batch: Replication) -> Result<((Status, u64), bool), Exit> {
         let term_now = self.term();
-        let refuse = |kind, detail: String| Ok((Status::new(kind, detail, self.epoch, term_now), 0));
+        let refuse = |kind, detail: String| Ok(((Status::new(kind, detail, self.epoch, term_now), 0), false));
         if batch.job != self.cfg.job.name {
             return refuse(StatusKind::WrongJob, format!("this node runs job `{}`", self.cfg.job.name));
         }
@@ -1283,7 +1333,7 @@ impl Loop {
         if batch.term > self.stream.term {
             // A new primary's stream: it must start afresh.
             if !resets(batch.entries.first()) {
-                return Ok((Status::ok(self.epoch, 0), 0));
+                return Ok(((Status::ok(self.epoch, 0), 0), false));
             }
             self.stream = Stream { term: batch.term, snapshots: self.stream.snapshots, ..Default::default() };
             self.stream.restart_at(batch.first);
@@ -1291,12 +1341,12 @@ impl Loop {
         let applied = self.stream.end;
         if batch.first <= applied {
             // What we have already (a resend): nothing to apply.
-            return self.acknowledge(t, batch.end).await;
+            return Ok(self.acknowledge(t, batch.end));
         }
         if batch.first > applied + 1 {
             if !resets(batch.entries.first()) {
                 // A gap: the primary resends from where we are.
-                return Ok((Status::ok(self.epoch, 0), applied));
+                return Ok(((Status::ok(self.epoch, 0), applied), false));
             }
             self.stream.restart_at(batch.first);
         }
@@ -1306,42 +1356,59 @@ impl Loop {
             }
             self.apply_entry(t, entry);
         }
-        self.acknowledge(t, batch.end).await
+        Ok(self.acknowledge(t, batch.end))
     }
 
     /// On a backup: the answer to a batch of the stream that ends at `end`
-    /// (a backup that holds all of it has caught up).
-    async fn acknowledge(&mut self, t: TaskId, end: u64) -> Result<(Status, u64), Exit> {
-        if self.stream.end >= end && !self.stream.ready {
+    /// (a backup that holds all of it has caught up), and whether it has
+    /// just caught up (then the answer waits for its key to say so).
+    fn acknowledge(&mut self, t: TaskId, end: u64) -> ((Status, u64), bool) {
+        let caught_up = self.stream.end >= end && !self.stream.ready;
+        if caught_up {
             tracing::debug!(task = t, position = self.stream.end, "the backup has caught up");
             self.stream.ready = true;
-            // Say so in the coordinator before acknowledging: from this
-            // ack on, the primary syncs this backup before every effect,
-            // and whoever sees a vacancy of the task leaves it to us.
-            self.publish_ready().await?;
         }
-        Ok((Status::ok(self.epoch, 0), self.stream.end))
+        ((Status::ok(self.epoch, 0), self.stream.end), caught_up)
     }
 
-    /// On a backup that has caught up: marks its key `ready`.
-    async fn publish_ready(&mut self) -> Result<(), Exit> {
-        let Some((t, slot)) = self.backup_of else { return Ok(()) };
-        let Some(me) = self.backups.get(&t).and_then(|m| m.get(&slot)).copied() else { return Ok(()) };
-        if me.ready {
+    /// On a backup that has caught up: marks its key `ready`, then sends
+    /// `answer` (off the loop). Said in the coordinator before the
+    /// acknowledgement: from that ack on, the primary syncs this backup
+    /// before every effect, and whoever sees a vacancy of the task leaves
+    /// it to this node.
+    fn publish_ready(&mut self, answer: (Status, u64), respond: oneshot::Sender<(Status, u64)>) {
+        let me = self.backup_of.and_then(|(t, slot)| Some((t, slot, self.backups.get(&t)?.get(&slot).copied()?)));
+        let Some((t, slot, me)) = me.filter(|(_, _, me)| !me.ready) else {
+            let _ = respond.send(answer);
+            return;
+        };
+        let (coord, key, lease, tx) = (self.cfg.coord.clone(), self.keys.backup(t, slot), self.lease, self.tx.clone());
+        let value = Holder { node: self.cfg.node_id, addr: self.shared.addr(), ready: true }.encode();
+        self.spawner.spawn(async move {
+            let write = patiently(|| coord.compare_and_swap(&key, Expect::ModRevision(me.mod_revision), &value, Some(lease))).await;
+            let result = write.map(|w| w.map(|kv| kv.mod_revision).map_err(|_| ()));
+            if matches!(result, Ok(Ok(_))) {
+                let _ = respond.send(answer);
+            }
+            let _ = tx.send(Event::MarkedReady { task: t, slot, term: me.term, result });
+        });
+    }
+
+    /// The write of `publish_ready` finished.
+    fn on_marked_ready(&mut self, t: TaskId, slot: u32, term: u64, result: crate::coord::CoordResult<Result<i64, ()>>) -> Result<(), Exit> {
+        // Only about the key this node holds now (not one it had before
+        // it took the slot again).
+        let Some(b) = self.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)).filter(|b| b.term == term) else { return Ok(()) };
+        if self.backup_of != Some((t, slot)) {
             return Ok(());
         }
-        let key = self.keys.backup(t, slot);
-        let value = Holder { node: self.cfg.node_id, addr: self.shared.addr(), ready: true }.encode();
-        let write = patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::ModRevision(me.mod_revision), &value, Some(self.lease))).await;
-        match write {
-            Ok(Ok(kv)) => {
-                if let Some(b) = self.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)) {
-                    b.mod_revision = kv.mod_revision;
-                    b.ready = true;
-                }
+        match result {
+            Ok(Ok(mod_revision)) => {
+                b.mod_revision = mod_revision;
+                b.ready = true;
                 Ok(())
             }
-            Ok(Err(_)) => {
+            Ok(Err(())) => {
                 // Our key changed or went: this node is no longer the
                 // slot's backup.
                 tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
@@ -1384,91 +1451,121 @@ impl Loop {
         self.stream.push(entry);
     }
 
-    /// On a primary: brings every backup up to the end of the stream, and
-    /// waits for them. A backup that cannot be reached in a lease's time
-    /// is dropped (its key deleted: it steps down if it was only slow).
-    async fn sync_backups(&mut self) -> Result<(), Exit> {
-        let Some((me, term)) = self.role else { return Ok(()) };
-        if self.cfg.job.replicas_of(me) <= 1 {
-            return Ok(());
+    /// On a primary: the backups of its task start over from the stream
+    /// it writes now (every one it knows of).
+    fn track_backups(&mut self) {
+        self.sending = Sending::default();
+        let Some((me, _)) = self.role else { return };
+        for slot in self.backups.get(&me).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
+            self.sending.add(slot);
         }
-        let slots: Vec<(u32, Primary)> = self.backups.get(&me).map(|m| m.iter().map(|(s, b)| (*s, *b)).collect()).unwrap_or_default();
-        for (slot, b) in slots {
-            let mut stuck = 0;
-            let since = Instant::now();
-            loop {
-                let acked = self.stream.acked.get(&slot).copied().unwrap_or(0);
-                if acked >= self.stream.end {
-                    break;
-                }
-                let first = (acked + 1).max(self.stream.base);
-                let entries = self.stream.batch(first);
-                let batch = Replication { job: self.cfg.job.name.clone(), task: me, term, first, entries, end: self.stream.end };
-                let result = tokio::time::timeout(self.cfg.job.lease_ttl, self.peers.replicate(b.addr, &batch)).await;
-                match result {
-                    Ok(Ok((status, applied))) if status.kind == StatusKind::Ok => {
-                        stuck = if applied > acked { 0 } else { stuck + 1 };
-                        self.stream.acked.insert(slot, applied);
-                        if stuck > 2 {
-                            tracing::warn!(task = me, slot, applied, "a backup does not follow the stream: dropping it");
-                            self.drop_backup(me, slot, b).await?;
-                            break;
-                        }
-                    }
-                    Ok(Ok((status, _))) if status.kind == StatusKind::StaleTerm && !self.still_primary().await => {
-                        tracing::warn!(task = me, detail = %status.detail, "a newer primary exists: stepping down");
-                        return Err(NodeExit::LostLease);
-                    }
+        self.gate.restarted(self.stream.end);
+    }
+
+    /// The stream position every backup of this primary has applied
+    /// (`u64::MAX` when it has none to wait for).
+    fn synced(&self) -> u64 {
+        match self.role {
+            Some((me, _)) if self.cfg.job.replicas_of(me) > 1 => self.sending.synced(),
+            _ => u64::MAX,
+        }
+    }
+
+    /// On a primary: sends every backup that lacks part of the stream its
+    /// next batch (one in flight each, off the loop; the answers come back
+    /// as `Event::Replicated`).
+    fn pump(&mut self) {
+        let Some((me, term)) = self.role else { return };
+        if self.cfg.job.replicas_of(me) <= 1 {
+            return;
+        }
+        for slot in self.sending.slots() {
+            let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() else { continue };
+            let Some(attempt) = self.sending.start(slot, self.stream.end) else { continue };
+            let first = (self.sending.acked(slot) + 1).max(self.stream.base);
+            let entries = self.stream.batch(first);
+            let batch = Replication { job: self.cfg.job.name.clone(), task: me, term, first, entries, end: self.stream.end };
+            let (peers, coord, tx, ttl) = (self.peers.clone(), self.cfg.coord.clone(), self.tx.clone(), self.cfg.job.lease_ttl);
+            let key = self.keys.backup(me, slot);
+            self.spawner.spawn(async move {
+                let answer = match tokio::time::timeout(ttl, peers.replicate(b.addr, &batch)).await {
+                    Ok(Ok((status, applied))) if status.kind == StatusKind::Ok => ReplicaAnswer::Applied(applied),
+                    Ok(Ok((status, _))) if status.kind == StatusKind::StaleTerm => ReplicaAnswer::StaleTerm(status.detail),
                     other => {
-                        // Slow (busy, or the coordinator was paused and every
-                        // node catches up at once) is not gone: while the
-                        // backup's lease lives, keep at it, for a while. A
-                        // closed port, or a lapsed lease, is gone.
+                        // A closed port, or a lapsed lease, is gone; an
+                        // answer late while the backup's key lives is slow.
                         let refused = matches!(other, Ok(Err(FetchFailure::Refused(_))));
-                        let ttl = self.cfg.job.lease_ttl;
-                        if !refused && since.elapsed() < 4 * ttl && self.holds_key(&self.keys.backup(me, slot), b.term).await {
-                            tracing::debug!(task = me, slot, node = b.node, "a backup is slow to answer; its lease lives: trying again");
-                            continue;
-                        }
-                        tracing::warn!(task = me, slot, node = b.node, result = ?other.map(|r| r.map(|(s, _)| s.kind)), "a backup is unreachable: dropping it");
-                        self.drop_backup(me, slot, b).await?;
+                        let alive = !refused && matches!(coord.get(&key).await, Ok(Some(kv)) if kv.create_revision as u64 == b.term);
+                        let what = format!("{:?}", other.map(|r| r.map(|(s, _)| s.kind)));
+                        if alive { ReplicaAnswer::Slow } else { ReplicaAnswer::Gone(what) }
+                    }
+                };
+                let _ = tx.send(Event::Replicated { slot, attempt, answer });
+            });
+        }
+    }
+
+    /// A backup answered a batch.
+    async fn on_replicated(&mut self, slot: u32, attempt: u64, answer: ReplicaAnswer) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        let patience = 4 * self.cfg.job.lease_ttl;
+        let Some(next) = self.sending.answered(slot, attempt, answer, Instant::now(), patience) else { return Ok(()) };
+        match next {
+            ReplicaNext::Send => {}
+            ReplicaNext::CheckPrimary(why) => {
+                if !self.still_primary().await {
+                    tracing::warn!(task = me, detail = %why, "a newer primary exists: stepping down");
+                    return Err(NodeExit::LostLease);
+                }
+            }
+            ReplicaNext::Drop(why) => {
+                if let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() {
+                    tracing::warn!(task = me, slot, node = b.node, %why, "a backup is unreachable or does not follow: dropping it");
+                    self.drop_backup(me, slot, b)?;
+                }
+            }
+        }
+        self.pump();
+        self.release().await
+    }
+
+    /// Drops backup `b` of task `t` in `slot`: it no longer counts, and
+    /// its key is deleted (off the loop; only its key: the key may have
+    /// been written since, marked ready, or be another node's by now).
+    fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) -> Result<(), Exit> {
+        if let Some(m) = self.backups.get_mut(&t) {
+            m.remove(&slot);
+        }
+        self.sending.remove(slot);
+        let (coord, key) = (self.cfg.coord.clone(), self.keys.backup(t, slot));
+        self.spawner.spawn(async move {
+            let mut revision = b.mod_revision;
+            for _ in 0..3 {
+                match coord.compare_and_delete(&key, revision).await {
+                    Ok(true) => break,
+                    Ok(false) => match coord.get(&key).await {
+                        Ok(Some(kv)) if kv.create_revision as u64 == b.term => revision = kv.mod_revision,
+                        _ => break,
+                    },
+                    Err(e) => {
+                        tracing::warn!(task = t, slot, error = %e, "cannot delete a dropped backup's key");
                         break;
                     }
                 }
             }
-        }
-        Ok(())
+        });
+        self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })
     }
 
-    /// Whether `key` exists with this creation revision (its holder's
-    /// lease lives).
-    async fn holds_key(&self, key: &str, term: u64) -> bool {
-        matches!(self.cfg.coord.get(key).await, Ok(Some(kv)) if kv.create_revision as u64 == term)
-    }
-
-    async fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) -> Result<(), Exit> {
-        if let Some(m) = self.backups.get_mut(&t) {
-            m.remove(&slot);
-        }
-        self.stream.acked.remove(&slot);
-        // Delete this backup's key, and only its: the key may have been
-        // written since (marked ready), or be another node's by now.
-        let key = self.keys.backup(t, slot);
-        let mut revision = b.mod_revision;
-        for _ in 0..3 {
-            match self.cfg.coord.compare_and_delete(&key, revision).await {
-                Ok(true) => break,
-                Ok(false) => match self.cfg.coord.get(&key).await {
-                    Ok(Some(kv)) if kv.create_revision as u64 == b.term => revision = kv.mod_revision,
-                    _ => break,
-                },
-                Err(e) => {
-                    tracing::warn!(task = t, slot, error = %e, "cannot delete a dropped backup's key");
-                    break;
-                }
+    /// Runs the effects whose stream position every backup holds now.
+    async fn release(&mut self) -> Result<(), Exit> {
+        for (epoch, effect) in self.gate.release(self.synced()) {
+            match effect {
+                Effect::Action(action) => self.perform(action, epoch).await?,
+                Effect::Write(write) => self.lane.submit(write),
             }
         }
-        self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })
+        Ok(())
     }
 
     async fn apply_pending(&mut self) -> Result<(), Exit> {
@@ -1493,16 +1590,15 @@ impl Loop {
             }
             self.apply(action).await?;
         }
+        // Whatever the handlers added to the stream goes to the backups.
+        self.pump();
         Ok(())
     }
 
     /// Writes `records` and moves the epoch on from `from`, in one step.
     async fn record_and_advance(&mut self, records: Vec<Action>, from: Epoch) -> Result<(), Exit> {
-        let Some((me, _)) = self.role else { return Ok(()) };
-        self.sync_backups().await?;
-        if !self.still_primary().await {
-            tracing::warn!(task = me, "no longer the task's primary: stepping down");
-            return Err(NodeExit::LostLease);
+        if self.role.is_none() {
+            return Ok(());
         }
         let puts: Vec<(String, Vec<u8>)> = records
             .into_iter()
@@ -1511,41 +1607,67 @@ impl Loop {
                 _ => None,
             })
             .collect();
-        let (key, expect, next) = (self.keys.epoch(), from.to_string().into_bytes(), (from + 1).to_string());
-        let result = patiently(|| self.cfg.coord.compare_and_swap_all(&key, Expect::Value(expect.clone()), next.as_bytes(), &puts)).await;
-        match result {
-            Ok(true) => Ok(()),
-            // Not swapped: another task moved the epoch on first. The
-            // records still stand, as they would have without the advance.
-            Ok(false) => {
-                for (key, value) in &puts {
-                    if let Err(e) = patiently(|| self.cfg.coord.put(key, value, None)).await {
-                        tracing::warn!(error = %e, "cannot record a result");
-                        return Err(NodeExit::LostLease);
-                    }
-                }
+        self.effect(Effect::Write(Write::Records { puts, advance: Some(from) })).await
+    }
+
+    /// Runs `effect` once every backup holds what the task did before it
+    /// (now, if they do and nothing waits before it).
+    async fn effect(&mut self, effect: Effect) -> Result<(), Exit> {
+        let end = self.stream.end;
+        if self.gate.must_wait(end, self.synced()) {
+            self.gate.hold(end, self.epoch, effect);
+            self.pump();
+            return Ok(());
+        }
+        match effect {
+            Effect::Action(action) => self.perform(action, self.epoch).await,
+            Effect::Write(write) => {
+                self.lane.submit(write);
                 Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record and advance the epoch");
-                Err(NodeExit::LostLease)
             }
         }
     }
 
+    /// Runs one action of a handler: at once, or, for an effect others
+    /// can see, once every backup holds what the task did before it.
     async fn apply(&mut self, action: Action) -> Result<(), Exit> {
         let Some((me, _)) = self.role else { return Ok(()) };
-        // Backups get everything the task did before anything it does
-        // becomes visible to others.
-        if matches!(action, Action::Flag { .. } | Action::Record { .. } | Action::Advance { .. } | Action::End { .. }) {
-            self.sync_backups().await?;
-        }
         match action {
             Action::Replicate { update } => {
                 if self.cfg.job.replicas_of(me) > 1 {
                     self.stream.push(ReplicaEntry::Update(Arc::new(update)));
                 }
+                Ok(())
             }
+            Action::Fetch { .. } => self.perform(action, self.epoch).await,
+            Action::Reply { request, frame } => {
+                if request.epoch != self.epoch {
+                    return Ok(());
+                }
+                let key = (request.edge, request.from);
+                if matches!(self.served.get(&key), Some(Served::Ready(_))) || self.replying.contains(&key) {
+                    tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
+                    return Ok(());
+                }
+                if self.cfg.job.replicas_of(me) > 1 {
+                    // The backups get the reply before the requester does.
+                    self.stream.push_served(request.epoch, request.edge, request.from, &frame);
+                    self.replying.insert(key);
+                }
+                self.effect(Effect::Action(Action::Reply { request, frame })).await
+            }
+            Action::Flag { .. } | Action::Record { .. } | Action::Advance { .. } | Action::End { .. } => {
+                self.effect(Effect::Action(action)).await
+            }
+        }
+    }
+
+    /// Does what `action`, asked for at `epoch`, asks for (its backups
+    /// hold everything before it).
+    async fn perform(&mut self, action: Action, epoch: Epoch) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        match action {
+            Action::Replicate { .. } => {}
             Action::Fetch { edge, to } => {
                 self.follow_primary(to).await?;
                 let seq = self.next_seq;
@@ -1557,12 +1679,9 @@ impl Loop {
                 self.send(seq);
             }
             Action::Reply { request, frame } => {
+                self.replying.remove(&(request.edge, request.from));
                 if request.epoch != self.epoch {
                     return Ok(());
-                }
-                if self.cfg.job.replicas_of(me) > 1 && !matches!(self.served.get(&(request.edge, request.from)), Some(Served::Ready(_))) {
-                    self.stream.push_served(request.epoch, request.edge, request.from, &frame);
-                    self.sync_backups().await?;
                 }
                 match self.served.insert((request.edge, request.from), Served::Ready(frame.clone())) {
                     Some(Served::Pending(waiters)) => {
@@ -1571,7 +1690,6 @@ impl Loop {
                         }
                     }
                     Some(Served::Ready(first)) => {
-                        tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
                         self.served.insert((request.edge, request.from), Served::Ready(first));
                         return Ok(());
                     }
@@ -1579,6 +1697,8 @@ impl Loop {
                 }
                 self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
             }
+            // A flag of an epoch that ended while it waited is not sent.
+            Action::Flag { .. } if epoch != self.epoch => {}
             Action::Flag { link, to, meta } => {
                 self.follow_primary(to).await?;
                 // The receiver sees the flag over its side of the link.
@@ -1596,44 +1716,20 @@ impl Loop {
                 self.flags.push(SentFlag { flag, sent_to_term: 0, in_flight: false, delivered: false });
                 self.send_flag(self.flags.len() - 1);
             }
-            Action::Record { .. } | Action::Advance { .. } | Action::End { .. } if !self.still_primary().await => {
-                tracing::warn!(task = me, "no longer the task's primary: stepping down");
-                return Err(NodeExit::LostLease);
-            }
+            // Written off the loop, in order, while this node holds its
+            // task's key (see `session`).
             Action::Record { name, value } => {
-                let key = self.keys.record(&name);
-                if let Err(e) = patiently(|| self.cfg.coord.put(&key, &value, None)).await {
-                    tracing::warn!(error = %e, "cannot record a result");
-                    return Err(NodeExit::LostLease);
-                }
+                self.lane.submit(Write::Records { puts: vec![(self.keys.record(&name), value)], advance: None });
             }
-            Action::Advance { from } => {
-                let key = self.keys.epoch();
-                let (expect, next) = (from.to_string().into_bytes(), (from + 1).to_string());
-                let result =
-                    patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::Value(expect.clone()), next.as_bytes(), None)).await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "cannot advance the epoch");
-                    return Err(NodeExit::LostLease);
-                }
-            }
-            Action::End { failure } => self.end(failure).await,
+            Action::Advance { from } => self.lane.submit(Write::Records { puts: Vec::new(), advance: Some(from) }),
+            Action::End { failure } => self.lane.submit(Write::End(job_status(failure))),
         }
         Ok(())
     }
 
-    async fn end(&mut self, failure: Option<String>) {
-        let status = match failure {
-            None => JobStatus::Done,
-            Some(r) => JobStatus::Failed(r),
-        };
-        let key = self.keys.status();
-        let value = status.encode();
-        if let Err(e) =
-            patiently(|| self.cfg.coord.compare_and_swap(&key, Expect::Value(JobStatus::Running.encode()), &value, None)).await
-        {
-            tracing::warn!(error = %e, "cannot end the job");
-        }
+    /// Ends the job (any node may: a check of the job's own failed).
+    fn end(&mut self, failure: Option<String>) {
+        self.lane.submit(Write::EndUnguarded(job_status(failure)));
     }
 
     // -----------------------------------------------------------------------
@@ -1886,6 +1982,7 @@ impl Loop {
                     let term = kv.create_revision as u64;
                     tracing::info!(node = self.cfg.node_id, task = t, old_term, term, "took its task again, with its state, under a new term");
                     self.role = Some((t, term));
+                    self.lane.set_role(self.role);
                     self.shared.set_role(t as i64, term);
                     let me = self.mine(&kv);
                     self.primaries.insert(t, me);
@@ -1986,7 +2083,7 @@ impl Loop {
                 );
                 tracing::error!(%why, "failing the job");
                 self.gave_up = true;
-                self.end(Some(why)).await;
+                self.end(Some(why));
             }
         }
         let due: Vec<u64> = self.outstanding.iter().filter(|(_, o)| !o.in_flight && o.retry_at <= now).map(|(s, _)| *s).collect();
@@ -2078,7 +2175,7 @@ impl Loop {
                             s.detail
                         );
                         self.outstanding.remove(&seq);
-                        self.end(Some(reason)).await;
+                        self.end(Some(reason));
                     }
                     FetchFailure::Status(s) if s.kind == StatusKind::StaleEpoch => {
                         // The responder is ahead: this epoch is over here too
@@ -2103,5 +2200,13 @@ impl Loop {
                 Ok(())
             }
         }
+    }
+}
+
+/// The job's end state: done, or failed for `failure`.
+fn job_status(failure: Option<String>) -> JobStatus {
+    match failure {
+        None => JobStatus::Done,
+        Some(r) => JobStatus::Failed(r),
     }
 }

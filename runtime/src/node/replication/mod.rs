@@ -1,14 +1,16 @@
 //! A task's replication stream: its primary writes it, its backups follow
 //! it (see the README's "Hot standby"). Positions count from 1 within one
 //! primary's term; the log keeps positions `base..=end`, restarting at a
-//! snapshot once it is long. This is plain data with no I/O: the node
-//! decides when to send a batch and what an acknowledgement means.
+//! snapshot once it is long. This is plain data with no I/O; `primary` decides
+//! what each backup is sent next and when effects may go.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::graph::{Epoch, TaskId};
 use crate::transport::{self, ReplicaEntry};
+
+pub(crate) mod primary;
 
 /// A primary's replication log restarts at a snapshot of the task's state
 /// at the first epoch it holds more entries than this, or more bytes.
@@ -31,8 +33,6 @@ pub(crate) struct Stream {
     /// Whether the task gives snapshots: then the log starts at the last
     /// snapshot; without, it keeps everything since the stream's start.
     pub(crate) snapshots: bool,
-    /// On the primary: how far each backup (by slot) has applied.
-    pub(crate) acked: HashMap<u32, u64>,
     /// On a backup: a reply being put together from its parts.
     pub(crate) partial: Option<(Epoch, u32, TaskId, Vec<u8>)>,
     /// On a backup: the replies the primary released, by (edge,
