@@ -164,6 +164,8 @@ pub(crate) enum Event {
     CoordLost(String),
     /// A write of the coordinator lane did not simply succeed.
     Written(Written),
+    /// A read of the keys under `prefix` (see `follow_soon`).
+    Followed { prefix: String, kvs: Vec<KeyValue> },
     /// On a backup: its key now says `ready` (or could not be written).
     MarkedReady { task: TaskId, slot: u32, term: u64, result: crate::coord::CoordResult<Result<i64, ()>> },
     /// A backup answered attempt `attempt` of a batch of the stream.
@@ -618,7 +620,7 @@ impl Loop {
             Event::PrimaryGone { task, mod_revision } => {
                 if let Some(p) = self.primaries.get(&task).filter(|p| p.mod_revision == mod_revision) {
                     tracing::info!(task, "the task's primary is gone (its connection ended, its port is closed); freeing the task");
-                    self.evict(task, p.term).await;
+                    self.evict(task, p.term);
                 }
                 Ok(())
             }
@@ -632,6 +634,14 @@ impl Loop {
                 Err(NodeExit::CoordinatorLost(why))
             }
             Event::Written(written) => self.on_written(written).await,
+            Event::Followed { prefix, kvs } => {
+                self.took_in(&prefix, &kvs);
+                // Fetches and flags that waited for these primaries go now.
+                for t in kvs.iter().filter_map(|kv| self.keys.primary_task(&kv.key)).collect::<Vec<_>>() {
+                    self.reroute(t);
+                }
+                Ok(())
+            }
             Event::Replicated { slot, attempt, answer } => self.on_replicated(slot, attempt, answer).await,
         }
     }
@@ -732,7 +742,7 @@ impl Loop {
             if self.backup_of.is_some_and(|(b, _)| b == t) {
                 self.watch_primary();
             }
-            self.reroute(t).await;
+            self.reroute(t);
         }
         None
     }
@@ -933,7 +943,44 @@ impl Loop {
             Ok(watch) => forward(&self.spawner, &self.tx, watch),
             Err(e) => return Err(self.coordinator_failed("watch the job's keys", e)),
         }
-        for kv in &kvs {
+        self.followed.push(prefix.clone());
+        self.took_in(&prefix, &kvs);
+        Ok(())
+    }
+
+    /// Follows the keys under `prefix` as `follow` does, off the loop:
+    /// what the read finds comes back as `Event::Followed` (a fetch to a
+    /// task whose primary is not known yet waits for it).
+    fn follow_soon(&mut self, prefix: String) {
+        if self.followed.iter().any(|f| prefix.starts_with(f.as_str())) {
+            return;
+        }
+        self.followed.push(prefix.clone());
+        let (coord, tx, spawner) = (self.cfg.coord.clone(), self.tx.clone(), self.spawner.clone());
+        self.spawner.spawn(async move {
+            let read = patiently(|| coord.get_prefix(&prefix)).await;
+            let watch = match read {
+                Ok((_, revision)) => patiently(|| coord.watch(&prefix, revision + 1)).await.map(Some),
+                Err(_) => Ok(None),
+            };
+            match (read, watch) {
+                (Ok((kvs, _)), Ok(Some(watch))) => {
+                    // The read first, then the watch's events (newer).
+                    let _ = tx.send(Event::Followed { prefix, kvs });
+                    forward(&spawner, &tx, watch);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = tx.send(Event::CoordLost(format!("cannot follow the job's keys under {prefix}: {e}")));
+                }
+                (Ok(_), Ok(None)) => {}
+            }
+        });
+    }
+
+    /// Takes in a read of the keys under `prefix`: holders, and the
+    /// vacancies of the tasks it covers.
+    fn took_in(&mut self, prefix: &str, kvs: &[KeyValue]) {
+        for kv in kvs {
             self.learn(kv);
         }
         let covered: Vec<TaskId> = match prefix.strip_prefix(&self.keys.tasks()).and_then(|rest| rest.split('/').next()) {
@@ -947,17 +994,14 @@ impl Loop {
                 self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
             }
         }
-        self.followed.push(prefix);
-        Ok(())
     }
 
-    /// Follows task `t`'s primary (a task this node fetches from or flags).
-    async fn follow_primary(&mut self, t: TaskId) -> Result<(), Exit> {
-        if t >= self.cfg.job.tasks {
-            return Ok(());
+    /// Follows task `t`'s primary (a task this node fetches from or
+    /// flags), off the loop.
+    fn follow_primary(&mut self, t: TaskId) {
+        if t < self.cfg.job.tasks {
+            self.follow_soon(self.keys.primary(t));
         }
-        let key = self.keys.primary(t);
-        self.follow(key).await
     }
 
     /// A node without a task looks for one: its preferred task (the
@@ -1078,7 +1122,7 @@ impl Loop {
                 self.primaries.insert(t, me);
                 self.vacant.remove(&t);
                 if let Some((_, slot)) = self.backup_of.take() {
-                    self.promote(t, slot, term).await;
+                    self.promote(t, slot, term);
                 }
                 if !self.stream_is_ours(term) {
                     self.task = Some((self.cfg.job.factory)(t));
@@ -1116,15 +1160,17 @@ impl Loop {
     /// A backup that has just won its task: its state is the task's; the
     /// replies the old primary released this epoch are its own; it
     /// writes a new stream for the other backups.
-    async fn promote(&mut self, t: TaskId, slot: u32, term: u64) {
+    fn promote(&mut self, t: TaskId, slot: u32, term: u64) {
         tracing::info!(node = self.cfg.node_id, task = t, term, "a backup takes its task over");
         if let Some(m) = self.backups.get_mut(&t) {
             m.remove(&slot);
         }
-        let key = self.keys.backup(t, slot);
-        if let Err(e) = patiently(|| self.cfg.coord.delete(&key)).await {
-            tracing::warn!(task = t, error = %e, "cannot give up the backup slot");
-        }
+        let (coord, key) = (self.cfg.coord.clone(), self.keys.backup(t, slot));
+        self.spawner.spawn(async move {
+            if let Err(e) = patiently(|| coord.delete(&key)).await {
+                tracing::warn!(task = t, error = %e, "cannot give up the backup slot");
+            }
+        });
         let mut old = std::mem::take(&mut self.stream);
         if !old.ready {
             // It never caught up: it takes over as a spare would, from the
@@ -1231,7 +1277,7 @@ impl Loop {
         let topology = self.cfg.job.topology.clone();
         for link in topology.links() {
             for n in topology.neighbours(link.id, me, e) {
-                self.follow_primary(n).await?;
+                self.follow_primary(n);
             }
         }
         self.kill_at(FaultPoint::EnterEpoch { task: me, epoch: e })?;
@@ -1669,7 +1715,7 @@ impl Loop {
         match action {
             Action::Replicate { .. } => {}
             Action::Fetch { edge, to } => {
-                self.follow_primary(to).await?;
+                self.follow_primary(to);
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.outstanding.insert(
@@ -1700,7 +1746,7 @@ impl Loop {
             // A flag of an epoch that ended while it waited is not sent.
             Action::Flag { .. } if epoch != self.epoch => {}
             Action::Flag { link, to, meta } => {
-                self.follow_primary(to).await?;
+                self.follow_primary(to);
                 // The receiver sees the flag over its side of the link.
                 let links = self.cfg.job.topology.links();
                 let link = links.get(link as usize).and_then(|l| l.inverse).unwrap_or(link);
@@ -1893,13 +1939,17 @@ impl Loop {
     /// Deletes task `t`'s primary key if it is still the one of term
     /// `term` (whose node is gone), so that another node takes the task
     /// over. A newer primary of the task is left alone.
-    async fn evict(&mut self, t: TaskId, term: u64) {
+    fn evict(&mut self, t: TaskId, term: u64) {
         let Some(p) = self.primaries.get(&t).copied().filter(|p| p.term == term) else { return };
-        match self.cfg.coord.compare_and_delete(&self.keys.primary(t), p.mod_revision).await {
-            Ok(true) => tracing::info!(task = t, node = p.node, term = p.term, "evicted a dead primary"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(task = t, error = %e, "cannot evict a primary"),
-        }
+        let (coord, key) = (self.cfg.coord.clone(), self.keys.primary(t));
+        // Off the loop: the watch says when the key is gone.
+        self.spawner.spawn(async move {
+            match coord.compare_and_delete(&key, p.mod_revision).await {
+                Ok(true) => tracing::info!(task = t, node = p.node, term = p.term, "evicted a dead primary"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(task = t, error = %e, "cannot evict a primary"),
+            }
+        });
     }
 
     /// Whether this node still holds its task's key with its term (it may
@@ -2052,7 +2102,7 @@ impl Loop {
 
     /// Resends the fetches to task `t` that went to an older term, and
     /// those waiting for a primary.
-    async fn reroute(&mut self, t: TaskId) {
+    fn reroute(&mut self, t: TaskId) {
         let Some(p) = self.primaries.get(&t).copied() else { return };
         let due: Vec<u64> = self
             .outstanding
@@ -2190,7 +2240,7 @@ impl Loop {
                         // primary it still has.
                         let (to, term) = (o.to, o.sent_to_term);
                         tracing::info!(task = to, term, %why, "the task's primary is gone; freeing the task");
-                        self.evict(to, term).await;
+                        self.evict(to, term);
                     }
                     other => tracing::debug!(seq, error = ?other, "fetch attempt failed; will retry"),
                 }
