@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crate::graph::{Epoch, TaskId};
 use crate::transport::{self, ReplicaEntry};
 
-pub(crate) mod primary;
+mod follower;
+mod primary;
+pub(crate) mod progress;
 
 /// A primary's replication log restarts at a snapshot of the task's state
 /// at the first epoch it holds more entries than this, or more bytes.

@@ -1,0 +1,252 @@
+//! The epoch protocol and the task's actions: entering an epoch, and
+//! running what the handlers asked for (fetch, reply, flag, replicate,
+//! record, advance, end), effects others see only once the backups hold
+//! everything before them.
+
+use super::*;
+
+impl Loop {
+    pub(super) async fn set_epoch(&mut self, e: Epoch) -> Result<(), Exit> {
+        if e < self.epoch || (e == self.epoch && self.entered) {
+            return Ok(());
+        }
+        self.epoch = e;
+        self.shared.set_epoch(e);
+        self.stream.served.retain(|_, (epoch, _)| *epoch >= e);
+        self.stream.forget_replies_before(e);
+        if self.role.is_some() {
+            self.enter(e).await
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) async fn enter(&mut self, e: Epoch) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        self.entered = true;
+        // Drop the old epoch: its replies, transfers and fetches. (A backup
+        // that took over keeps the replies of this epoch it was sent.)
+        if self.served_epoch != Some(e) {
+            let stale = Status::new(StatusKind::StaleEpoch, "the epoch is over", e, self.term());
+            for (_, served) in self.served.drain() {
+                if let Served::Pending(ws) = served {
+                    for w in ws {
+                        let _ = w.send(Err(stale.clone()));
+                    }
+                }
+            }
+            self.shared.clear_transfers();
+            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && self.served_epoch.is_some() && self.stream.is_long() {
+                // The stream restarts at a snapshot once it is long, so that
+                // a backup that joins later need not replay it all. (Not at
+                // every epoch: every backup would be sent the whole state
+                // each time, where the updates are the change.)
+                let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
+                self.stream.rebase(ReplicaEntry::Snapshot(Arc::new(snapshot)));
+            } else {
+                self.stream.forget_replies_before(e);
+            }
+            self.served_epoch = Some(e);
+        }
+        self.outstanding.retain(|_, o| o.epoch >= e);
+        self.flags.clear();
+        if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
+            tracing::error!(%why, "topology check failed");
+            self.end(Some(why));
+            return Ok(());
+        }
+        // The primaries of this epoch's neighbours (the topology may
+        // change per epoch).
+        let topology = self.cfg.job.topology.clone();
+        for link in topology.links() {
+            for n in topology.neighbours(link.id, me, e) {
+                self.follow_primary(n);
+            }
+        }
+        self.kill_at(FaultPoint::EnterEpoch { task: me, epoch: e })?;
+        self.call(|task, cx| task.enter_epoch(cx, e));
+        self.apply_pending().await?;
+        // Flags and requests that arrived early.
+        for flag in std::mem::take(&mut self.held_flags) {
+            match flag.epoch.cmp(&e) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => self.deliver_flag(flag),
+                std::cmp::Ordering::Greater => self.held_flags.push(flag),
+            }
+        }
+        self.apply_pending().await?;
+        let held = std::mem::take(&mut self.held);
+        for (req, respond) in held {
+            if req.epoch <= e {
+                Box::pin(self.on_fetch(req, respond)).await?;
+            } else {
+                self.held.push((req, respond));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn apply_pending(&mut self) -> Result<(), Exit> {
+        while let Some(action) = self.pending.pop_front() {
+            // Records followed by an epoch advance go in one coordinator
+            // transaction: atomic, and one round trip instead of several.
+            if let Action::Record { .. } = action {
+                let mut records = vec![action];
+                while let Some(Action::Record { .. }) = self.pending.front() {
+                    records.push(self.pending.pop_front().expect("present"));
+                }
+                if let Some(Action::Advance { from }) = self.pending.front() {
+                    let from = *from;
+                    self.pending.pop_front();
+                    self.record_and_advance(records, from).await?;
+                } else {
+                    for r in records {
+                        self.apply(r).await?;
+                    }
+                }
+                continue;
+            }
+            self.apply(action).await?;
+        }
+        // Whatever the handlers added to the stream goes to the backups.
+        self.pump();
+        Ok(())
+    }
+
+    /// Writes `records` and moves the epoch on from `from`, in one step.
+    pub(super) async fn record_and_advance(&mut self, records: Vec<Action>, from: Epoch) -> Result<(), Exit> {
+        if self.role.is_none() {
+            return Ok(());
+        }
+        let puts: Vec<(String, Vec<u8>)> = records
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Record { name, value } => Some((self.keys.record(&name), value)),
+                _ => None,
+            })
+            .collect();
+        self.effect(Effect::Write(Write::Records { puts, advance: Some(from) })).await
+    }
+
+    /// Runs `effect` once every backup holds what the task did before it
+    /// (now, if they do and nothing waits before it).
+    pub(super) async fn effect(&mut self, effect: Effect) -> Result<(), Exit> {
+        let end = self.stream.end;
+        if self.gate.must_wait(end, self.synced()) {
+            self.gate.hold(end, self.epoch, effect);
+            self.pump();
+            return Ok(());
+        }
+        match effect {
+            Effect::Action(action) => self.perform(action, self.epoch).await,
+            Effect::Write(write) => {
+                self.lane.submit(write);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one action of a handler: at once, or, for an effect others
+    /// can see, once every backup holds what the task did before it.
+    pub(super) async fn apply(&mut self, action: Action) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        match action {
+            Action::Replicate { update } => {
+                if self.cfg.job.replicas_of(me) > 1 {
+                    self.stream.push(ReplicaEntry::Update(Arc::new(update)));
+                }
+                Ok(())
+            }
+            Action::Fetch { .. } => self.perform(action, self.epoch).await,
+            Action::Reply { request, frame } => {
+                if request.epoch != self.epoch {
+                    return Ok(());
+                }
+                let key = (request.edge, request.from);
+                if matches!(self.served.get(&key), Some(Served::Ready(_))) || self.replying.contains(&key) {
+                    tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
+                    return Ok(());
+                }
+                if self.cfg.job.replicas_of(me) > 1 {
+                    // The backups get the reply before the requester does.
+                    self.stream.push_served(request.epoch, request.edge, request.from, &frame);
+                    self.replying.insert(key);
+                }
+                self.effect(Effect::Action(Action::Reply { request, frame })).await
+            }
+            Action::Flag { .. } | Action::Record { .. } | Action::Advance { .. } | Action::End { .. } => {
+                self.effect(Effect::Action(action)).await
+            }
+        }
+    }
+
+    /// Does what `action`, asked for at `epoch`, asks for (its backups
+    /// hold everything before it).
+    pub(super) async fn perform(&mut self, action: Action, epoch: Epoch) -> Result<(), Exit> {
+        let Some((me, _)) = self.role else { return Ok(()) };
+        match action {
+            Action::Replicate { .. } => {}
+            Action::Fetch { edge, to } => {
+                self.follow_primary(to);
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.outstanding.insert(
+                    seq,
+                    Outstanding { edge, to, epoch: self.epoch, attempt: 0, in_flight: false, sent_to_term: 0, retry_at: Instant::now() },
+                );
+                self.send(seq);
+            }
+            Action::Reply { request, frame } => {
+                self.replying.remove(&(request.edge, request.from));
+                if request.epoch != self.epoch {
+                    return Ok(());
+                }
+                match self.served.insert((request.edge, request.from), Served::Ready(frame.clone())) {
+                    Some(Served::Pending(waiters)) => {
+                        for w in waiters {
+                            let _ = w.send(Ok(frame.clone()));
+                        }
+                    }
+                    Some(Served::Ready(first)) => {
+                        self.served.insert((request.edge, request.from), Served::Ready(first));
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
+            }
+            // A flag of an epoch that ended while it waited is not sent.
+            Action::Flag { .. } if epoch != self.epoch => {}
+            Action::Flag { link, to, meta } => {
+                self.follow_primary(to);
+                // The receiver sees the flag over its side of the link.
+                let links = self.cfg.job.topology.links();
+                let link = links.get(link as usize).and_then(|l| l.inverse).unwrap_or(link);
+                let flag = transport::MetaFlag {
+                    job: self.cfg.job.name.clone(),
+                    epoch: self.epoch,
+                    from_task: me,
+                    to_task: to,
+                    link,
+                    meta,
+                    term: self.term(),
+                };
+                self.flags.push(SentFlag { flag, sent_to_term: 0, in_flight: false, delivered: false });
+                self.send_flag(self.flags.len() - 1);
+            }
+            // Written off the loop, in order, while this node holds its
+            // task's key (see `session`).
+            Action::Record { name, value } => {
+                self.lane.submit(Write::Records { puts: vec![(self.keys.record(&name), value)], advance: None });
+            }
+            Action::Advance { from } => self.lane.submit(Write::Records { puts: Vec::new(), advance: Some(from) }),
+            Action::End { failure } => self.lane.submit(Write::End(job_status(failure))),
+        }
+        Ok(())
+    }
+
+    /// Ends the job (any node may: a check of the job's own failed).
+    pub(super) fn end(&mut self, failure: Option<String>) {
+        self.lane.submit(Write::EndUnguarded(job_status(failure)));
+    }
+}
