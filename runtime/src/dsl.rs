@@ -15,7 +15,8 @@
 //!   DOT).
 //!
 //! A role's handlers see a typed context (`WorkerCx` for role `Worker`)
-//! that dereferences to [`TaskCx`], the operations every role has; the
+//! with the operations every role has ([`RoleContext`]; it also
+//! dereferences to [`TaskCx`], which has them too); the
 //! fetch, reply and flag methods exist only on the contexts of the roles
 //! whose edges need them.
 
@@ -302,9 +303,78 @@ impl<M> fmt::Debug for Serve<M> {
     }
 }
 
-/// What every role's context can do: the typed contexts (`WorkerCx`, ...)
-/// dereference to it, and add the fetch, reply and flag methods of their
-/// role's edges.
+/// What every role's context can do, whatever its role: the typed
+/// contexts (`WorkerCx`, ...) implement it, as does [`TaskCx`].
+/// `taskgraph!` writes the impls and brings the trait into scope in the
+/// module that declares the graph (it is also in the prelude).
+///
+/// The methods take the context itself, not a dereference of it, so an
+/// argument may read the context that the call changes:
+/// `cx.fail_job(format!("stuck at epoch {}", cx.epoch()))` compiles, as
+/// with any `&mut self` method. Code shared by several roles takes
+/// `cx: &mut impl RoleContext`, or one of the graph's per-edge traits,
+/// which extend it. Implemented by generated code only: methods may be
+/// added to it.
+pub trait RoleContext {
+    /// This task's id.
+    fn task(&self) -> TaskId;
+    /// The current epoch.
+    fn epoch(&self) -> Epoch;
+    /// How many tasks the job has.
+    fn tasks(&self) -> u64;
+    /// This task's role.
+    fn role_name(&self) -> &'static str;
+    /// The role of another task.
+    fn role_of(&self, task: TaskId) -> Option<&'static str>;
+    /// This task's neighbours over `link` at the current epoch.
+    fn neighbours(&self, link: LinkType) -> Vec<TaskId>;
+    /// Records a named result of the job (see [`Context::record`]).
+    fn record(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>);
+    /// Moves the job to the next epoch (if it still is at this one).
+    fn advance_epoch(&mut self);
+    /// Ends the job: every task gets `exit`, and the job succeeds.
+    fn end_job(&mut self);
+    /// Ends the job as failed, with a reason.
+    fn fail_job(&mut self, reason: impl Into<String>);
+}
+
+impl RoleContext for TaskCx<'_> {
+    fn task(&self) -> TaskId {
+        TaskCx::task(self)
+    }
+    fn epoch(&self) -> Epoch {
+        TaskCx::epoch(self)
+    }
+    fn tasks(&self) -> u64 {
+        TaskCx::tasks(self)
+    }
+    fn role_name(&self) -> &'static str {
+        TaskCx::role_name(self)
+    }
+    fn role_of(&self, task: TaskId) -> Option<&'static str> {
+        TaskCx::role_of(self, task)
+    }
+    fn neighbours(&self, link: LinkType) -> Vec<TaskId> {
+        TaskCx::neighbours(self, link)
+    }
+    fn record(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
+        TaskCx::record(self, name, value)
+    }
+    fn advance_epoch(&mut self) {
+        TaskCx::advance_epoch(self)
+    }
+    fn end_job(&mut self) {
+        TaskCx::end_job(self)
+    }
+    fn fail_job(&mut self, reason: impl Into<String>) {
+        TaskCx::fail_job(self, reason)
+    }
+}
+
+/// What every role's context can do, as the typed contexts (`WorkerCx`,
+/// ...) hold it: they dereference to it (and implement [`RoleContext`],
+/// whose methods are these), and add the fetch, reply and flag methods of
+/// their role's edges.
 pub struct TaskCx<'a> {
     cx: Context<'a>,
     spec: &'static GraphSpec,
