@@ -19,7 +19,7 @@ pub struct RegressionTasks<__F0, __F1> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `RootHandlers`, the handlers of role `Root` of graph `Regression`",
     label = "not a complete task of this role",
-    note = "write `impl RootHandlers for {Self}` with `enter_epoch`, `on_grad`, `serve_param`, `became_primary`, `became_backup`, `apply_update`"
+    note = "write `impl RootHandlers for {Self}` with `enter_epoch`, `on_grad`, `serve_param`, `apply_update`"
 )]
 pub trait RootHandlers: 'static {
     /// The task has just been made on this node (at the start of the job, or when
@@ -45,11 +45,16 @@ pub trait RootHandlers: 'static {
     /// This node is now the task's primary, with `term`: at the start, or taking
     /// over from a dead primary with the state its updates built (the role is
     /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
-    /// from that state.
-    fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64);
+    /// from that state. Nothing by default.
+    fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64) {
+        let _ = (cx, term);
+    }
     /// This node holds the task as a hot backup: it applies the primary's updates
     /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
-    fn became_backup(&mut self, cx: &mut RootCx<'_>);
+    /// Nothing by default.
+    fn became_backup(&mut self, cx: &mut RootCx<'_>) {
+        let _ = cx;
+    }
     /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
     fn apply_update(&mut self, cx: &mut RootCx<'_>, update: ProgressUpdate);
     /// The task's whole state as one update, for a backup that joins late
@@ -299,7 +304,7 @@ const _: () = {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `WorkerHandlers`, the handlers of role `Worker` of graph `Regression`",
     label = "not a complete task of this role",
-    note = "write `impl WorkerHandlers for {Self}` with `enter_epoch`, `on_param`, `on_grad`, `serve_param`, `serve_grad`, `became_primary`, `became_backup`, `apply_update`"
+    note = "write `impl WorkerHandlers for {Self}` with `enter_epoch`, `on_param`, `on_grad`, `serve_param`, `serve_grad`, `apply_update`"
 )]
 pub trait WorkerHandlers: 'static {
     /// The task has just been made on this node (at the start of the job, or when
@@ -338,11 +343,16 @@ pub trait WorkerHandlers: 'static {
     /// This node is now the task's primary, with `term`: at the start, or taking
     /// over from a dead primary with the state its updates built (the role is
     /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
-    /// from that state.
-    fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64);
+    /// from that state. Nothing by default.
+    fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64) {
+        let _ = (cx, term);
+    }
     /// This node holds the task as a hot backup: it applies the primary's updates
     /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
-    fn became_backup(&mut self, cx: &mut WorkerCx<'_>);
+    /// Nothing by default.
+    fn became_backup(&mut self, cx: &mut WorkerCx<'_>) {
+        let _ = cx;
+    }
     /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
     fn apply_update(&mut self, cx: &mut WorkerCx<'_>, update: ProgressUpdate);
     /// The task's whole state as one update, for a backup that joins late

@@ -194,7 +194,7 @@ impl<'a> RoleGen<'a> {
             });
         }
         if let Some(u) = self.role.replicated {
-            required.extend(["became_primary".to_string(), "became_backup".to_string(), "apply_update".to_string()]);
+            required.push("apply_update".to_string());
             methods.push(self.replication_handlers(u));
         }
         (required, methods)
@@ -205,18 +205,21 @@ impl<'a> RoleGen<'a> {
         let cx = &self.cx;
         let ty = &self.m.messages[u].path;
         let span = self.m.messages[u].name.span();
-        let b_primary = self.body(quote!(let _ = (cx, term);));
-        let b_backup = self.body(quote!(let _ = cx;));
         let b_apply = self.body(quote!(let _ = (cx, update);));
         quote_spanned! {span=>
             /// This node is now the task's primary, with `term`: at the start, or taking
             /// over from a dead primary with the state its updates built (the role is
             /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
-            /// from that state.
-            fn became_primary(&mut self, cx: &mut #cx<'_>, term: u64) #b_primary
+            /// from that state. Nothing by default.
+            fn became_primary(&mut self, cx: &mut #cx<'_>, term: u64) {
+                let _ = (cx, term);
+            }
             /// This node holds the task as a hot backup: it applies the primary's updates
             /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
-            fn became_backup(&mut self, cx: &mut #cx<'_>) #b_backup
+            /// Nothing by default.
+            fn became_backup(&mut self, cx: &mut #cx<'_>) {
+                let _ = cx;
+            }
             /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
             fn apply_update(&mut self, cx: &mut #cx<'_>, update: #ty) #b_apply
             /// The task's whole state as one update, for a backup that joins late
