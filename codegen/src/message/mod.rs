@@ -119,3 +119,35 @@ mod tests {
         assert!(!out.to_string().contains("impl"), "{out}");
     }
 }
+
+#[cfg(test)]
+mod option_ordinals {
+    use super::*;
+    use quote::quote;
+
+    fn errors(input: TokenStream) -> Vec<String> {
+        match analyze(&syn::parse2(input).unwrap()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_clash_with_an_options_second_ordinal_states_the_rule() {
+        let e = errors(quote! {
+            pub struct S { #[capnp(ordinal = 0)] pub a: Option<u32>, #[capnp(ordinal = 1)] pub b: u32 }
+        });
+        assert_eq!(
+            e,
+            ["ordinal 1 is already used by `a`; `a` is an `Option` of a number, which takes two ordinals: \
+              0 (`none`) and 1 (`some`): give this field 2, the next free one"]
+        );
+        let e = errors(quote! {
+            pub struct S { #[capnp(ordinal = 1)] pub b: u32, #[capnp(ordinal = 0)] pub a: Option<u32> }
+        });
+        assert_eq!(
+            e,
+            ["ordinal 1 is already used by `b`; `a` is an `Option` of a number, which takes two ordinals: 0 (`none`) and 1 (`some`)"]
+        );
+    }
+}

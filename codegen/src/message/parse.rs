@@ -427,17 +427,32 @@ fn retired(specs: &[RetiredSpec], diag: &mut Diagnostics) -> Vec<FieldDef> {
 /// an error of its own, a gap may be its ordinal and is not reported
 /// (one error per mistake).
 fn check_ordinals(items: &[(u32, u32, Span, String)], complete: bool, diag: &mut Diagnostics) {
-    // (first ordinal, count, span, description)
-    let mut taken: Vec<Option<&str>> = Vec::new();
-    for (first, count, span, what) in items {
+    // (first ordinal, count, span, description); a count of 2 is an
+    // `Option` of a number, whose `none` and `some` take N and N + 1.
+    let two = |what: &str, first: u32| {
+        format!("{what} is an `Option` of a number, which takes two ordinals: {first} (`none`) and {} (`some`)", first + 1)
+    };
+    let mut taken: Vec<Option<usize>> = Vec::new();
+    for (k, (first, count, span, what)) in items.iter().enumerate() {
         for o in *first..first + count {
             let o = o as usize;
             if taken.len() <= o {
                 taken.resize(o + 1, None);
             }
             match taken[o] {
-                Some(other) => diag.error(*span, format!("ordinal {o} is already used by {other}")),
-                None => taken[o] = Some(what),
+                Some(j) => {
+                    let (other_first, other_count, _, other) = &items[j];
+                    let why = if *other_count == 2 {
+                        let next = items.iter().map(|i| i.0 + i.1).max().unwrap_or(0);
+                        format!("; {}: give this field {next}, the next free one", two(other, *other_first))
+                    } else if *count == 2 {
+                        format!("; {}", two(what, *first))
+                    } else {
+                        String::new()
+                    };
+                    diag.error(*span, format!("ordinal {o} is already used by {other}{why}"));
+                }
+                None => taken[o] = Some(k),
             }
         }
     }
