@@ -125,13 +125,31 @@ impl GraphSpec {
         self.links.get(link as usize).map_or("?", |l| l.name)
     }
 
-    /// Checks that every task of a job of `tasks` tasks has a role.
+    /// Checks that every task of a job of `tasks` tasks has a role, and
+    /// that no role names a task the job lacks (`role Worker = 1..=8;` in
+    /// a job of 4 tasks).
     pub fn check_tasks(&self, tasks: u64) -> Result<(), String> {
+        let covered = self.roles.iter().filter_map(|r| r.end).max().unwrap_or(0);
         if let Some(last) = (0..tasks).rev().find(|&t| self.role_of(t).is_none()) {
-            let covered = self.roles.iter().filter_map(|r| r.end).max().unwrap_or(0);
             return Err(format!(
                 "graph `{}` gives roles to tasks 0..{covered}, but the job has {tasks} tasks (task {last} has no role)",
                 self.name
+            ));
+        }
+        let beyond = self.roles.iter().find_map(|r| r.end.filter(|&end| end > tasks).map(|end| (r, end)));
+        if let Some((role, end)) = beyond {
+            let ids = |first: u64, end: u64| match end - first {
+                1 => format!("task {first}"),
+                _ => format!("tasks {first}..{end}"),
+            };
+            let missing = ids(role.first.max(tasks), end);
+            return Err(format!(
+                "graph `{}` gives role `{}` {}, but the job has {tasks} tasks (0..{tasks}): {missing} {} not exist; \
+                 give the job {covered} tasks, or change the role's range",
+                self.name,
+                role.name,
+                ids(role.first, end),
+                if missing.starts_with("tasks") { "do" } else { "does" },
             ));
         }
         Ok(())
@@ -864,6 +882,27 @@ mod tests {
             closed.check_tasks(5).unwrap_err(),
             "graph `Tree` gives roles to tasks 0..3, but the job has 5 tasks (task 4 has no role)"
         );
+        assert_eq!(
+            closed.check_tasks(2).unwrap_err(),
+            "graph `Tree` gives role `Inner` tasks 1..3, but the job has 2 tasks (0..2): task 2 does not exist; \
+             give the job 3 tasks, or change the role's range"
+        );
+        let wide = GraphSpec {
+            roles: &[
+                RoleSpec { name: "Root", first: 0, end: Some(1), replicated: false },
+                RoleSpec { name: "Worker", first: 1, end: Some(9), replicated: false },
+            ],
+            ..SPEC
+        };
+        assert_eq!(
+            wide.check_tasks(4).unwrap_err(),
+            "graph `Tree` gives role `Worker` tasks 1..9, but the job has 4 tasks (0..4): tasks 4..9 do not exist; \
+             give the job 9 tasks, or change the role's range"
+        );
+        // An open range may have no task at all.
+        const OPEN: [RoleSpec; 2] = [SPEC.roles[0], RoleSpec { first: 1, ..SPEC.roles[2] }];
+        let open = GraphSpec { roles: &OPEN, ..SPEC };
+        open.check_tasks(1).unwrap();
     }
 
     #[test]
