@@ -214,7 +214,6 @@ impl RootHandlers for Root {
     fn became_primary(&mut self, cx: &mut RootCx<'_>, term: u64) {
         took_over(&self.progress, term, cx);
     }
-    fn became_backup(&mut self, _cx: &mut RootCx<'_>) {}
     fn apply_update(&mut self, _cx: &mut RootCx<'_>, update: ProgressUpdate) {
         self.progress.apply(update);
     }
@@ -336,7 +335,6 @@ impl WorkerHandlers for Worker {
     fn became_primary(&mut self, cx: &mut WorkerCx<'_>, term: u64) {
         took_over(&self.progress, term, cx);
     }
-    fn became_backup(&mut self, _cx: &mut WorkerCx<'_>) {}
     fn apply_update(&mut self, _cx: &mut WorkerCx<'_>, update: ProgressUpdate) {
         self.progress.apply(update);
     }

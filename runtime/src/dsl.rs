@@ -15,7 +15,8 @@
 //!   DOT).
 //!
 //! A role's handlers see a typed context (`WorkerCx` for role `Worker`)
-//! that dereferences to [`TaskCx`], the operations every role has; the
+//! with the operations every role has ([`RoleContext`]; it also
+//! dereferences to [`TaskCx`], which has them too); the
 //! fetch, reply and flag methods exist only on the contexts of the roles
 //! whose edges need them.
 
@@ -124,13 +125,31 @@ impl GraphSpec {
         self.links.get(link as usize).map_or("?", |l| l.name)
     }
 
-    /// Checks that every task of a job of `tasks` tasks has a role.
+    /// Checks that every task of a job of `tasks` tasks has a role, and
+    /// that no role names a task the job lacks (`role Worker = 1..=8;` in
+    /// a job of 4 tasks).
     pub fn check_tasks(&self, tasks: u64) -> Result<(), String> {
+        let covered = self.roles.iter().filter_map(|r| r.end).max().unwrap_or(0);
         if let Some(last) = (0..tasks).rev().find(|&t| self.role_of(t).is_none()) {
-            let covered = self.roles.iter().filter_map(|r| r.end).max().unwrap_or(0);
             return Err(format!(
                 "graph `{}` gives roles to tasks 0..{covered}, but the job has {tasks} tasks (task {last} has no role)",
                 self.name
+            ));
+        }
+        let beyond = self.roles.iter().find_map(|r| r.end.filter(|&end| end > tasks).map(|end| (r, end)));
+        if let Some((role, end)) = beyond {
+            let ids = |first: u64, end: u64| match end - first {
+                1 => format!("task {first}"),
+                _ => format!("tasks {first}..{end}"),
+            };
+            let missing = ids(role.first.max(tasks), end);
+            return Err(format!(
+                "graph `{}` gives role `{}` {}, but the job has {tasks} tasks (0..{tasks}): {missing} {} not exist; \
+                 give the job {covered} tasks, or change the role's range",
+                self.name,
+                role.name,
+                ids(role.first, end),
+                if missing.starts_with("tasks") { "do" } else { "does" },
             ));
         }
         Ok(())
@@ -302,9 +321,78 @@ impl<M> fmt::Debug for Serve<M> {
     }
 }
 
-/// What every role's context can do: the typed contexts (`WorkerCx`, ...)
-/// dereference to it, and add the fetch, reply and flag methods of their
-/// role's edges.
+/// What every role's context can do, whatever its role: the typed
+/// contexts (`WorkerCx`, ...) implement it, as does [`TaskCx`].
+/// `taskgraph!` writes the impls and brings the trait into scope in the
+/// module that declares the graph (it is also in the prelude).
+///
+/// The methods take the context itself, not a dereference of it, so an
+/// argument may read the context that the call changes:
+/// `cx.fail_job(format!("stuck at epoch {}", cx.epoch()))` compiles, as
+/// with any `&mut self` method. Code shared by several roles takes
+/// `cx: &mut impl RoleContext`, or one of the graph's per-edge traits,
+/// which extend it. Implemented by generated code only: methods may be
+/// added to it.
+pub trait RoleContext {
+    /// This task's id.
+    fn task(&self) -> TaskId;
+    /// The current epoch.
+    fn epoch(&self) -> Epoch;
+    /// How many tasks the job has.
+    fn tasks(&self) -> u64;
+    /// This task's role.
+    fn role_name(&self) -> &'static str;
+    /// The role of another task.
+    fn role_of(&self, task: TaskId) -> Option<&'static str>;
+    /// This task's neighbours over `link` at the current epoch.
+    fn neighbours(&self, link: LinkType) -> Vec<TaskId>;
+    /// Records a named result of the job (see [`Context::record`]).
+    fn record(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>);
+    /// Moves the job to the next epoch (if it still is at this one).
+    fn advance_epoch(&mut self);
+    /// Ends the job: every task gets `exit`, and the job succeeds.
+    fn end_job(&mut self);
+    /// Ends the job as failed, with a reason.
+    fn fail_job(&mut self, reason: impl Into<String>);
+}
+
+impl RoleContext for TaskCx<'_> {
+    fn task(&self) -> TaskId {
+        TaskCx::task(self)
+    }
+    fn epoch(&self) -> Epoch {
+        TaskCx::epoch(self)
+    }
+    fn tasks(&self) -> u64 {
+        TaskCx::tasks(self)
+    }
+    fn role_name(&self) -> &'static str {
+        TaskCx::role_name(self)
+    }
+    fn role_of(&self, task: TaskId) -> Option<&'static str> {
+        TaskCx::role_of(self, task)
+    }
+    fn neighbours(&self, link: LinkType) -> Vec<TaskId> {
+        TaskCx::neighbours(self, link)
+    }
+    fn record(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
+        TaskCx::record(self, name, value)
+    }
+    fn advance_epoch(&mut self) {
+        TaskCx::advance_epoch(self)
+    }
+    fn end_job(&mut self) {
+        TaskCx::end_job(self)
+    }
+    fn fail_job(&mut self, reason: impl Into<String>) {
+        TaskCx::fail_job(self, reason)
+    }
+}
+
+/// What every role's context can do, as the typed contexts (`WorkerCx`,
+/// ...) hold it: they dereference to it (and implement [`RoleContext`],
+/// whose methods are these), and add the fetch, reply and flag methods of
+/// their role's edges.
 pub struct TaskCx<'a> {
     cx: Context<'a>,
     spec: &'static GraphSpec,
@@ -794,6 +882,27 @@ mod tests {
             closed.check_tasks(5).unwrap_err(),
             "graph `Tree` gives roles to tasks 0..3, but the job has 5 tasks (task 4 has no role)"
         );
+        assert_eq!(
+            closed.check_tasks(2).unwrap_err(),
+            "graph `Tree` gives role `Inner` tasks 1..3, but the job has 2 tasks (0..2): task 2 does not exist; \
+             give the job 3 tasks, or change the role's range"
+        );
+        let wide = GraphSpec {
+            roles: &[
+                RoleSpec { name: "Root", first: 0, end: Some(1), replicated: false },
+                RoleSpec { name: "Worker", first: 1, end: Some(9), replicated: false },
+            ],
+            ..SPEC
+        };
+        assert_eq!(
+            wide.check_tasks(4).unwrap_err(),
+            "graph `Tree` gives role `Worker` tasks 1..9, but the job has 4 tasks (0..4): tasks 4..9 do not exist; \
+             give the job 9 tasks, or change the role's range"
+        );
+        // An open range may have no task at all.
+        const OPEN: [RoleSpec; 2] = [SPEC.roles[0], RoleSpec { first: 1, ..SPEC.roles[2] }];
+        let open = GraphSpec { roles: &OPEN, ..SPEC };
+        open.check_tasks(1).unwrap();
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub mod prelude {
     pub use crate::message::{Encoded, Frame, Message};
     pub use crate::node::FaultPoint;
     pub use crate::task::{Context, Received, ServeRequest, Task};
-    pub use crate::dsl::{Fetched, Serve, TaskCx};
+    pub use crate::dsl::{Fetched, RoleContext, Serve, TaskCx};
     pub use crate::{task, topology};
     pub use taskgraph_macros::taskgraph;
 }

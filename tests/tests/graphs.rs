@@ -274,6 +274,16 @@ fn a_job_with_tasks_beyond_the_roles_does_not_start() {
 }
 
 #[test]
+fn a_job_lacking_tasks_a_role_names_does_not_start() {
+    let err = chain(3, Mistake::None).expect_err("the tail, task 3, is missing");
+    assert_eq!(
+        err.to_string(),
+        "graph `Chain` gives role `Tail` task 3, but the job has 3 tasks (0..3): task 3 does not exist; \
+         give the job 4 tasks, or change the role's range"
+    );
+}
+
+#[test]
 fn fetching_from_a_role_that_does_not_serve_the_edge_fails_the_job_naming_it() {
     let result = chain(4, Mistake::WrongRole).expect("the job runs");
     assert_eq!(

@@ -137,6 +137,11 @@ pub fn emit(m: &Model) -> TokenStream {
     let tasks_generics = &fs;
 
     quote! {
+        // The contexts' common methods (`cx.epoch()`, `cx.fail_job(..)`) are
+        // `RoleContext`'s: in scope here, under no name.
+        #[allow(unused_imports)]
+        use ::taskgraph::dsl::RoleContext as _;
+
         #(#attrs)*
         #[doc = #graph_doc]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

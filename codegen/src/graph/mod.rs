@@ -37,9 +37,10 @@
 //!   a compile error);
 //! * per role, `trait RHandlers` with exactly the handlers its edges need
 //!   (`on_<edge>` for what it fetches, `serve_<edge>` for what it serves,
-//!   `on_<flag>` for flags it receives, `became_primary`, `became_backup`
-//!   and `apply_update` for a replicated role, plus `enter_epoch` and
-//!   optional lifecycle events), and `struct RCx` whose `fetch_<edge>`,
+//!   `on_<flag>` for flags it receives, `apply_update` for a replicated
+//!   role, plus `enter_epoch`; optional lifecycle events, among them a
+//!   replicated role's `became_primary` and `became_backup`), and
+//!   `struct RCx` whose `fetch_<edge>`,
 //!   `reply_<edge>` and `flag_<flag>` methods exist only for the role's
 //!   edges (and `replicate` only for a replicated role);
 //! * in `const _: () = { ... };` blocks: `impl Graph for G`, the glue

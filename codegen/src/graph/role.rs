@@ -194,7 +194,7 @@ impl<'a> RoleGen<'a> {
             });
         }
         if let Some(u) = self.role.replicated {
-            required.extend(["became_primary".to_string(), "became_backup".to_string(), "apply_update".to_string()]);
+            required.push("apply_update".to_string());
             methods.push(self.replication_handlers(u));
         }
         (required, methods)
@@ -205,18 +205,21 @@ impl<'a> RoleGen<'a> {
         let cx = &self.cx;
         let ty = &self.m.messages[u].path;
         let span = self.m.messages[u].name.span();
-        let b_primary = self.body(quote!(let _ = (cx, term);));
-        let b_backup = self.body(quote!(let _ = cx;));
         let b_apply = self.body(quote!(let _ = (cx, update);));
         quote_spanned! {span=>
             /// This node is now the task's primary, with `term`: at the start, or taking
             /// over from a dead primary with the state its updates built (the role is
             /// replicated). `enter_epoch` for the current epoch follows: the epoch is redone
-            /// from that state.
-            fn became_primary(&mut self, cx: &mut #cx<'_>, term: u64) #b_primary
+            /// from that state. Nothing by default.
+            fn became_primary(&mut self, cx: &mut #cx<'_>, term: u64) {
+                let _ = (cx, term);
+            }
             /// This node holds the task as a hot backup: it applies the primary's updates
             /// (`apply_update`) until it takes over or the job ends. Its actions are dropped.
-            fn became_backup(&mut self, cx: &mut #cx<'_>) #b_backup
+            /// Nothing by default.
+            fn became_backup(&mut self, cx: &mut #cx<'_>) {
+                let _ = cx;
+            }
             /// On a backup: an update the primary made with `cx.replicate(..)`, in order.
             fn apply_update(&mut self, cx: &mut #cx<'_>, update: #ty) #b_apply
             /// The task's whole state as one update, for a backup that joins late
@@ -232,7 +235,8 @@ impl<'a> RoleGen<'a> {
         let (vis, rn, cx, bounds) = (&self.m.vis, &self.role.name, &self.cx, &self.bounds);
         let cx_methods = self.cx_methods();
         let cx_doc = format!(
-            " What a `{rn}` handler can see and do: everything of [`TaskCx`](::taskgraph::dsl::TaskCx) (it dereferences to it), \
+            " What a `{rn}` handler can see and do: what every context has (`task()`, `epoch()`, `record`, `fail_job`, ...: \
+             [`RoleContext`](::taskgraph::dsl::RoleContext); it also dereferences to [`TaskCx`](::taskgraph::dsl::TaskCx)), \
              and the fetch, reply and flag methods of the role's edges."
         );
         quote! {
@@ -253,6 +257,52 @@ impl<'a> RoleGen<'a> {
             impl ::core::fmt::Debug for #cx<'_> {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     self.0.fmt(f)
+                }
+            }
+
+            // What every context has, as methods of the context itself rather
+            // than through `DerefMut`: a call then borrows the context in two
+            // phases, so that `cx.fail_job(format!("{}", cx.epoch()))` compiles.
+            impl ::taskgraph::dsl::RoleContext for #cx<'_> {
+                #[inline]
+                fn task(&self) -> ::taskgraph::TaskId {
+                    self.0.task()
+                }
+                #[inline]
+                fn epoch(&self) -> ::taskgraph::Epoch {
+                    self.0.epoch()
+                }
+                #[inline]
+                fn tasks(&self) -> u64 {
+                    self.0.tasks()
+                }
+                #[inline]
+                fn role_name(&self) -> &'static str {
+                    self.0.role_name()
+                }
+                #[inline]
+                fn role_of(&self, task: ::taskgraph::TaskId) -> ::core::option::Option<&'static str> {
+                    self.0.role_of(task)
+                }
+                #[inline]
+                fn neighbours(&self, link: ::taskgraph::LinkType) -> ::std::vec::Vec<::taskgraph::TaskId> {
+                    self.0.neighbours(link)
+                }
+                #[inline]
+                fn record(&mut self, name: impl ::core::convert::Into<::std::string::String>, value: impl ::core::convert::Into<::std::vec::Vec<u8>>) {
+                    self.0.record(name, value)
+                }
+                #[inline]
+                fn advance_epoch(&mut self) {
+                    self.0.advance_epoch()
+                }
+                #[inline]
+                fn end_job(&mut self) {
+                    self.0.end_job()
+                }
+                #[inline]
+                fn fail_job(&mut self, reason: impl ::core::convert::Into<::std::string::String>) {
+                    self.0.fail_job(reason)
                 }
             }
 

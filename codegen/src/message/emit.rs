@@ -743,3 +743,95 @@ fn view_type(cx: &Ctx<'_>, def: &MessageDef, layout: Option<&Layout>) -> TokenSt
         }
     }
 }
+
+/// What a failed derive emits besides its errors: the impls a successful
+/// one would have made, with bodies that never run (the crate does not
+/// compile), so that the type's uses elsewhere (as a field, in a graph's
+/// `messages`, `encode()`) raise no error of their own. Nothing for a
+/// generic type, whose impls could not be written without its bounds.
+pub fn dummy(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
+    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+        return TokenStream::new();
+    }
+    let w = quote!(#krate::__private::capnp);
+    let ident = &input.ident;
+    let name = ident.to_string();
+    let never = quote!(::core::unreachable!("a failed #[derive(Message)] does not compile"));
+    let named = quote! {
+        impl #w::Named for #ident {
+            const NAME: &'static str = #name;
+            const TYPE_ID: u64 = 0x8000_0000_0000_0000;
+            fn declare(_: &mut #w::Schema) {}
+        }
+    };
+    let fieldless_enum = match &input.data {
+        syn::Data::Enum(e) => !e.variants.is_empty() && e.variants.iter().all(|v| matches!(v.fields, syn::Fields::Unit)),
+        _ => false,
+    };
+    if fieldless_enum {
+        return quote! {
+            const _: () = {
+                #named
+                impl #krate::message::Enum for #ident {
+                    fn to_u16(&self) -> u16 { #never }
+                    fn capnp_name(&self) -> &'static str { #never }
+                    fn from_u16(_: u16) -> ::core::option::Option<Self> { #never }
+                }
+                impl #w::Element for #ident {
+                    type ListView<'a> = #krate::view::EnumList<'a, #ident>;
+                    fn read_list(_: #w::PointerReader<'_>) -> #w::Result<::std::vec::Vec<Self>> { #never }
+                    fn view_list(_: #w::PointerReader<'_>) -> #w::Result<Self::ListView<'_>> { #never }
+                    fn write_list(_: &[Self], _: #w::PointerBuilder<'_>) -> #w::Result<()> { #never }
+                    fn list_words(_: &[Self]) -> usize { #never }
+                }
+            };
+        };
+    }
+    let vis = &input.vis;
+    let view = format_ident!("{}View", ident);
+    quote! {
+        const _: () = {
+            #named
+            impl #w::Struct for #ident {
+                const SIZE: #w::StructSize = #w::StructSize { data: 0, pointers: 0 };
+                type View<'a> = #view<'a>;
+                fn write(&self, _: #w::StructBuilder<'_>) -> #w::Result<()> { #never }
+                fn read(_: #w::StructReader<'_>) -> #w::Result<Self> { #never }
+                fn words(&self) -> usize { #never }
+            }
+            impl #krate::message::Message for #ident {}
+            impl #w::PointerField for #ident {
+                type View<'a> = #view<'a>;
+                fn read(_: #w::PointerReader<'_>) -> #w::Result<Self> { #never }
+                fn view(_: #w::PointerReader<'_>) -> #w::Result<#view<'_>> { #never }
+                fn write(&self, _: #w::PointerBuilder<'_>) -> #w::Result<()> { #never }
+                fn words(&self) -> usize { #never }
+            }
+            impl #w::Element for #ident {
+                type ListView<'a> = #krate::view::StructList<'a, #ident>;
+                fn read_list(_: #w::PointerReader<'_>) -> #w::Result<::std::vec::Vec<Self>> { #never }
+                fn view_list(_: #w::PointerReader<'_>) -> #w::Result<Self::ListView<'_>> { #never }
+                fn write_list(_: &[Self], _: #w::PointerBuilder<'_>) -> #w::Result<()> { #never }
+                fn list_words(_: &[Self]) -> usize { #never }
+            }
+        };
+        #[doc(hidden)]
+        #[derive(Clone, Copy)]
+        #[allow(non_camel_case_types)]
+        #vis struct #view<'a> {
+            _r: #w::StructReader<'a>,
+        }
+        impl<'a> ::core::convert::From<#w::StructReader<'a>> for #view<'a> {
+            fn from(r: #w::StructReader<'a>) -> Self {
+                #view { _r: r }
+            }
+        }
+        #[allow(dead_code)]
+        impl #view<'_> {
+            pub fn decode(&self) -> ::core::result::Result<#ident, #krate::Error> { #never }
+        }
+        impl ::core::fmt::Debug for #view<'_> {
+            fn fmt(&self, _: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result { #never }
+        }
+    }
+}

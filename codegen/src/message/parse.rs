@@ -195,6 +195,16 @@ fn type_attrs(attrs: &[Attribute], diag: &mut Diagnostics) -> TypeAttrs {
     out
 }
 
+/// The runtime's path, from `#[capnp(crate = "...")]` if that can be
+/// read, else `::taskgraph` (for the dummy impls of a failed derive,
+/// whose errors are reported by [`parse`]).
+pub(crate) fn crate_path(attrs: &[Attribute]) -> syn::Path {
+    let mut scratch = Diagnostics::new();
+    let krate = type_attrs(attrs, &mut scratch).krate;
+    let _ = scratch.finish();
+    krate.unwrap_or_else(|| syn::parse_quote!(::taskgraph))
+}
+
 fn path_text(path: &syn::Path) -> String {
     path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::")
 }
@@ -412,21 +422,42 @@ fn retired(specs: &[RetiredSpec], diag: &mut Diagnostics) -> Vec<FieldDef> {
     out
 }
 
-/// Checks that the ordinals of all fields are exactly `0..N`.
-fn check_ordinals(items: &[(u32, u32, Span, String)], diag: &mut Diagnostics) {
-    // (first ordinal, count, span, description)
-    let mut taken: Vec<Option<&str>> = Vec::new();
-    for (first, count, span, what) in items {
+/// Checks that the ordinals of all fields are exactly `0..N`. `complete`:
+/// every field of the type is among `items`; when one was left out for
+/// an error of its own, a gap may be its ordinal and is not reported
+/// (one error per mistake).
+fn check_ordinals(items: &[(u32, u32, Span, String)], complete: bool, diag: &mut Diagnostics) {
+    // (first ordinal, count, span, description); a count of 2 is an
+    // `Option` of a number, whose `none` and `some` take N and N + 1.
+    let two = |what: &str, first: u32| {
+        format!("{what} is an `Option` of a number, which takes two ordinals: {first} (`none`) and {} (`some`)", first + 1)
+    };
+    let mut taken: Vec<Option<usize>> = Vec::new();
+    for (k, (first, count, span, what)) in items.iter().enumerate() {
         for o in *first..first + count {
             let o = o as usize;
             if taken.len() <= o {
                 taken.resize(o + 1, None);
             }
             match taken[o] {
-                Some(other) => diag.error(*span, format!("ordinal {o} is already used by {other}")),
-                None => taken[o] = Some(what),
+                Some(j) => {
+                    let (other_first, other_count, _, other) = &items[j];
+                    let why = if *other_count == 2 {
+                        let next = items.iter().map(|i| i.0 + i.1).max().unwrap_or(0);
+                        format!("; {}: give this field {next}, the next free one", two(other, *other_first))
+                    } else if *count == 2 {
+                        format!("; {}", two(what, *first))
+                    } else {
+                        String::new()
+                    };
+                    diag.error(*span, format!("ordinal {o} is already used by {other}{why}"));
+                }
+                None => taken[o] = Some(k),
             }
         }
+    }
+    if !complete {
+        return;
     }
     if let Some(missing) = taken.iter().position(Option::is_none) {
         let used = taken.iter().filter(|t| t.is_some()).count();
@@ -500,6 +531,7 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
     let body = match &input.data {
         Data::Struct(s) => {
             let mut fields = Vec::new();
+            let mut complete = true;
             let unit = matches!(s.fields, syn::Fields::Unit);
             if let syn::Fields::Unnamed(u) = &s.fields {
                 diag.error_at(u, "tuple structs are not supported: name the fields (each needs an ordinal)");
@@ -507,14 +539,15 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
             if let syn::Fields::Named(named) = &s.fields {
                 for f in &named.named {
                     let member = syn::Member::Named(f.ident.clone().expect("named field"));
-                    if let Some(fd) = field(member, &f.attrs, &f.ty, None, diag) {
-                        fields.push(fd);
+                    match field(member, &f.attrs, &f.ty, None, diag) {
+                        Some(fd) => fields.push(fd),
+                        None => complete = false,
                     }
                 }
             }
             let mut all = field_items(&fields);
             all.extend(field_items(&retired));
-            check_ordinals(&all, diag);
+            check_ordinals(&all, complete && retired.len() == attrs.retired.len(), diag);
             check_names(fields.iter().chain(&retired).map(|f| (f.capnp_name.as_str(), f.span)), diag);
             Body::Struct(StructBody { fields, retired, unit })
         }
@@ -574,12 +607,14 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
                     .iter()
                     .map(|en| (en.ordinal, 1, en.ident.span(), format!("`{}`", en.ident)))
                     .collect();
-                check_ordinals(&items, diag);
+                check_ordinals(&items, enumerants.len() == e.variants.len(), diag);
                 check_names(enumerants.iter().map(|en| (en.capnp_name.as_str(), en.ident.span())), diag);
                 Body::Enum(enumerants)
             } else {
                 let mut variants = Vec::new();
                 let mut items = Vec::new();
+                // Whether every field of every group variant made it.
+                let mut group_complete = true;
                 for v in &e.variants {
                     let a = variant_attrs(&v.attrs, diag);
                     if let Some((_, d)) = &v.discriminant {
@@ -642,6 +677,7 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
                                 }
                                 out.push(fd);
                             }
+                            group_complete &= out.len() == fields.len();
                             items.extend(field_items(&out));
                             check_names(out.iter().map(|f| (f.capnp_name.as_str(), f.span)), diag);
                             VariantShape::Fields { named, fields: out }
@@ -650,7 +686,9 @@ pub fn parse(input: &DeriveInput, diag: &mut Diagnostics) -> Option<MessageDef> 
                     variants.push(Variant { ident: v.ident.clone(), capnp_name, shape });
                 }
                 items.extend(field_items(&retired));
-                check_ordinals(&items, diag);
+                let complete =
+                    group_complete && variants.len() == e.variants.len() && retired.len() == attrs.retired.len();
+                check_ordinals(&items, complete, diag);
                 check_names(
                     variants
                         .iter()

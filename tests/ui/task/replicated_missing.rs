@@ -1,6 +1,6 @@
-// A replicated role (`replicated(Progress)`): its handlers must also say
-// what a takeover and a backup do, and apply the primary's updates.
-// Forgetting them is a compile error naming them.
+// A replicated role (`replicated(Progress)`): its handlers must also
+// apply the primary's updates (`became_primary` and `became_backup` have
+// defaults). Forgetting it is a compile error naming it.
 
 use taskgraph::prelude::*;
 
