@@ -160,7 +160,7 @@ impl Loop {
             let mut result = tokio::select! {
                 event = rx.recv() => match event {
                     Some(event) => self.handle(event).await,
-                    None => Err(NodeExit::LostLease),
+                    None => Err(NodeExit::CoordinatorError("the node's event channel closed".into())),
                 },
                 Some(news) = lease_rx.recv() => self.on_lease_news(news).await,
                 _ = tick.tick() => self.retry_due().await,
@@ -198,7 +198,7 @@ impl Loop {
         tracing::warn!(node = self.cfg.node_id, error = %e, "cannot {what}");
         match e {
             CoordError::Unavailable(why) => NodeExit::CoordinatorLost(format!("cannot {what}: {why}")),
-            _ => NodeExit::LostLease,
+            other => NodeExit::CoordinatorError(format!("cannot {what}: {other}")),
         }
     }
 
@@ -305,7 +305,7 @@ impl Loop {
             Written::KeyGone { .. } => Ok(()),
             Written::NotPrimary => {
                 tracing::warn!(node = self.cfg.node_id, "no longer the task's primary: stepping down");
-                Err(NodeExit::LostLease)
+                Err(NodeExit::Replaced { task: self.role.map_or(0, |(t, _)| t) })
             }
             Written::Failed { records: true, error } => Err(self.coordinator_failed("record results or advance the epoch", error)),
             Written::Failed { records: false, error } => {

@@ -402,7 +402,7 @@ impl Loop {
                 Ok(Err(existing)) => {
                     self.learn(&existing);
                     tracing::warn!(node = self.cfg.node_id, task = t, "another node took the task while this one had lost it: stepping down");
-                    Err(NodeExit::LostLease)
+                    Err(NodeExit::Replaced { task: t })
                 }
                 Err(e) => Err(self.coordinator_failed("take its task again", e)),
             }
@@ -420,7 +420,7 @@ impl Loop {
                 Ok(Err(existing)) => {
                     self.learn(&existing);
                     tracing::warn!(node = self.cfg.node_id, task = t, slot, "another node took the backup slot: stopping");
-                    Err(NodeExit::LostLease)
+                    Err(NodeExit::BackupDropped { task: t })
                 }
                 Err(e) => Err(self.coordinator_failed("take its backup slot again", e)),
             }
@@ -449,7 +449,7 @@ impl Loop {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => {
                 tracing::warn!(node = self.cfg.node_id, "another live node has this node's id now: stopping");
-                Err(NodeExit::LostLease)
+                Err(NodeExit::IdTaken)
             }
             Err(e) => Err(self.coordinator_failed("register again", e)),
         }

@@ -100,7 +100,7 @@ impl Loop {
                 // primary dropped us (then we stop following).
                 if self.lease_alive().await? {
                     tracing::warn!(node = self.cfg.node_id, task = t, slot, "dropped by the task's primary: stopping");
-                    return Err(NodeExit::LostLease);
+                    return Err(NodeExit::BackupDropped { task: t });
                 }
                 return self.rejoin().await;
             }

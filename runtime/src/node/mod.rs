@@ -131,18 +131,58 @@ pub trait FaultHook: Send + Sync + 'static {
 
 /// Why a node stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeExit {
     /// The job ended.
     JobEnded(JobStatus),
     /// A fault hook killed it.
     Killed,
-    /// It lost its lease (or its task's key) while alive.
+    /// Another node holds this node's task now (it took the task over
+    /// while this one was paused, cut off, or had lost its lease): this
+    /// one stepped down.
+    Replaced {
+        /// The task.
+        task: TaskId,
+    },
+    /// As a backup of `task`: its primary dropped it (it did not follow
+    /// the stream in time), or another node took its backup slot.
+    BackupDropped {
+        /// The task.
+        task: TaskId,
+    },
+    /// Another live node registered this node's id while this one's lease
+    /// had lapsed.
+    IdTaken,
+    /// The coordinator refused what the node needed (not unreachable:
+    /// that is [`CoordinatorLost`](Self::CoordinatorLost)).
+    CoordinatorError(String),
+    /// No longer returned: what it covered has a variant per reason now
+    /// (`Replaced`, `BackupDropped`, `IdTaken`, `CoordinatorError`).
+    #[deprecated(note = "no longer returned: see Replaced, BackupDropped, IdTaken, CoordinatorError")]
     LostLease,
     /// It gave up on the coordinator: unreachable for longer than the
     /// node waits it out. A supervisor should not just restart it: the
     /// next node would find the coordinator gone too (see
     /// [`crate::launch::EXIT_COORDINATOR_LOST`]).
     CoordinatorLost(String),
+}
+
+impl NodeExit {
+    /// Whether the node stepped down or was stopped while the job goes on
+    /// (a supervisor starts a replacement at once): killed, replaced,
+    /// dropped as a backup, its id taken, or refused by the coordinator.
+    #[allow(deprecated)] // `LostLease` still counts, for exits made elsewhere.
+    pub fn stepped_down(&self) -> bool {
+        matches!(
+            self,
+            NodeExit::Killed
+                | NodeExit::Replaced { .. }
+                | NodeExit::BackupDropped { .. }
+                | NodeExit::IdTaken
+                | NodeExit::CoordinatorError(_)
+                | NodeExit::LostLease
+        )
+    }
 }
 
 /// What a node needs to run.

@@ -57,7 +57,7 @@ impl Loop {
             // confirms this node no longer holds the task.
             if replaced && self.role.is_some() && !self.still_primary().await {
                 tracing::warn!(node = self.cfg.node_id, "a newer primary of this task exists: stepping down");
-                return Err(NodeExit::LostLease);
+                return Err(NodeExit::Replaced { task: req.to_task });
             }
             return Ok(());
         }

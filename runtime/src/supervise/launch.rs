@@ -13,7 +13,7 @@
 //! | status | meaning | what [`Launch`] does while the job runs |
 //! |---|---|---|
 //! | 0 | the job ended ([`NodeExit::JobEnded`]) | nothing (the job is over); if the coordinator still says it runs, starts a replacement at once |
-//! | [`EXIT_STEPPED_DOWN`] (75) | the node stepped down: it lost its lease or task ([`NodeExit::LostLease`]), or a fault hook killed it ([`NodeExit::Killed`]) | starts a replacement at once |
+//! | [`EXIT_STEPPED_DOWN`] (75) | the node stepped down: another node holds its task or slot, its id was taken, or the coordinator refused it ([`NodeExit::stepped_down`]), or a fault hook killed it ([`NodeExit::Killed`]) | starts a replacement at once |
 //! | [`EXIT_COORDINATOR_LOST`] (69) | it gave up on the coordinator, at start or later ([`NodeExit::CoordinatorLost`], [`CoordError::Unavailable`]) | counts it as evidence the coordinator is gone; replaces it (after the back-off below) only once the coordinator answers again |
 //! | [`EXIT_NODE_FAILED`] (1), or any other | another error (a bad configuration, a node id in use, a panic: 101) | starts a replacement after a back-off that doubles with each such failure in a row |
 //!
@@ -65,8 +65,9 @@ pub const EXIT_NODE_FAILED: i32 = 1;
 pub fn exit_status(result: &crate::Result<NodeExit>) -> i32 {
     match result {
         Ok(NodeExit::JobEnded(_)) => 0,
-        Ok(NodeExit::Killed | NodeExit::LostLease) => EXIT_STEPPED_DOWN,
         Ok(NodeExit::CoordinatorLost(_)) | Err(crate::Error::Coord(CoordError::Unavailable(_))) => EXIT_COORDINATOR_LOST,
+        Ok(exit) if exit.stepped_down() => EXIT_STEPPED_DOWN,
+        Ok(_) => EXIT_NODE_FAILED,
         Err(_) => EXIT_NODE_FAILED,
     }
 }

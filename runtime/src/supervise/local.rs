@@ -254,11 +254,12 @@ impl LocalCluster {
                     kills += 1;
                     Exit::SteppedDown
                 }
-                Ok(NodeExit::LostLease) => Exit::SteppedDown,
                 Ok(NodeExit::CoordinatorLost(why)) => {
                     failure.get_or_insert_with(|| format!("node {id} gave up on the coordinator: {why}"));
                     Exit::CoordinatorLost(why)
                 }
+                // Every other end: stepped down (see `NodeExit::stepped_down`).
+                Ok(_) => Exit::SteppedDown,
                 Err(e) => {
                     tracing::error!(node = id, error = %e, "node failed");
                     failure.get_or_insert_with(|| format!("node {id} failed: {e}"));

@@ -107,7 +107,7 @@ impl Loop {
                 // Our key changed or went: this node is no longer the
                 // slot's backup.
                 tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
-                Err(NodeExit::LostLease)
+                Err(NodeExit::BackupDropped { task: t })
             }
             Err(e) => Err(self.coordinator_failed("mark a backup ready", e)),
         }

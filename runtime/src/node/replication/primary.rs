@@ -69,7 +69,7 @@ impl Loop {
             ReplicaNext::CheckPrimary(why) => {
                 if !self.still_primary().await {
                     tracing::warn!(task = me, detail = %why, "a newer primary exists: stepping down");
-                    return Err(NodeExit::LostLease);
+                    return Err(NodeExit::Replaced { task: me });
                 }
             }
             ReplicaNext::Drop(why) => {
