@@ -14,7 +14,7 @@ impl Loop {
         self.shared.set_epoch(e);
         self.stream.served.retain(|_, (epoch, _)| *epoch >= e);
         self.stream.forget_replies_before(e);
-        if self.role.is_some() {
+        if self.role.primary().is_some() {
             self.enter(e).await
         } else {
             Ok(())
@@ -22,7 +22,7 @@ impl Loop {
     }
 
     pub(super) async fn enter(&mut self, e: Epoch) -> Result<(), Exit> {
-        let Some((me, _)) = self.role else { return Ok(()) };
+        let Some((me, _)) = self.role.primary() else { return Ok(()) };
         self.entered = true;
         // Drop the old epoch: its replies, transfers and fetches. (A backup
         // that took over keeps the replies of this epoch it was sent.)
@@ -115,7 +115,7 @@ impl Loop {
 
     /// Writes `records` and moves the epoch on from `from`, in one step.
     pub(super) async fn record_and_advance(&mut self, records: Vec<Action>, from: Epoch) -> Result<(), Exit> {
-        if self.role.is_none() {
+        if self.role.primary().is_none() {
             return Ok(());
         }
         let puts: Vec<(String, Vec<u8>)> = records
@@ -149,7 +149,7 @@ impl Loop {
     /// Runs one action of a handler: at once, or, for an effect others
     /// can see, once every backup holds what the task did before it.
     pub(super) async fn apply(&mut self, action: Action) -> Result<(), Exit> {
-        let Some((me, _)) = self.role else { return Ok(()) };
+        let Some((me, _)) = self.role.primary() else { return Ok(()) };
         match action {
             Action::Replicate { update } => {
                 if self.cfg.job.replicas_of(me) > 1 {
@@ -183,7 +183,7 @@ impl Loop {
     /// Does what `action`, asked for at `epoch`, asks for (its backups
     /// hold everything before it).
     pub(super) async fn perform(&mut self, action: Action, epoch: Epoch) -> Result<(), Exit> {
-        let Some((me, _)) = self.role else { return Ok(()) };
+        let Some((me, _)) = self.role.primary() else { return Ok(()) };
         match action {
             Action::Replicate { .. } => {}
             Action::Fetch { edge, to } => {

@@ -70,6 +70,35 @@ pub(super) struct Vacancy {
     pub(super) next_look: Instant,
 }
 
+/// What this node is to the job: exactly one of these at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Holds no task: waits for a vacancy or a free backup slot.
+    Spare,
+    /// Follows the primary of `task` from backup slot `slot`.
+    Backup { task: TaskId, slot: u32 },
+    /// Runs `task` under `term` (the creation revision of its key).
+    Primary { task: TaskId, term: u64 },
+}
+
+impl Role {
+    /// The task this node is primary of, and its term.
+    pub(super) fn primary(self) -> Option<(TaskId, u64)> {
+        match self {
+            Role::Primary { task, term } => Some((task, term)),
+            _ => None,
+        }
+    }
+
+    /// The task this node is a backup of, and its slot.
+    pub(super) fn backup(self) -> Option<(TaskId, u32)> {
+        match self {
+            Role::Backup { task, slot } => Some((task, slot)),
+            _ => None,
+        }
+    }
+}
+
 pub(super) struct Loop {
     pub(super) cfg: NodeConfig,
     pub(super) keys: Keys,
@@ -95,10 +124,8 @@ pub(super) struct Loop {
     pub(super) spawner: Spawner,
     pub(super) peers: Rc<dyn Transport>,
     pub(super) shared: Rc<Shared>,
-    /// The task this node is primary of, and its term.
-    pub(super) role: Option<(TaskId, u64)>,
-    /// The task this node is a backup of, and its slot.
-    pub(super) backup_of: Option<(TaskId, u32)>,
+    /// Spare, backup of a task, or primary of a task.
+    pub(super) role: Role,
     /// Every task's backups, by slot (from the coordinator).
     pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, Primary>>,
     /// The replication stream this node writes (primary) or follows (backup).
@@ -203,7 +230,7 @@ impl Loop {
     }
 
     pub(super) fn term(&self) -> u64 {
-        self.role.map_or(0, |(_, term)| term)
+        self.role.primary().map_or(0, |(_, term)| term)
     }
 
     pub(super) fn kill_at(&self, point: FaultPoint) -> Result<(), Exit> {
@@ -305,7 +332,7 @@ impl Loop {
             Written::KeyGone { .. } => Ok(()),
             Written::NotPrimary => {
                 tracing::warn!(node = self.cfg.node_id, "no longer the task's primary: stepping down");
-                Err(NodeExit::Replaced { task: self.role.map_or(0, |(t, _)| t) })
+                Err(NodeExit::Replaced { task: self.role.primary().map_or(0, |(t, _)| t) })
             }
             Written::Failed { records: true, error } => Err(self.coordinator_failed("record results or advance the epoch", error)),
             Written::Failed { records: false, error } => {
@@ -340,7 +367,7 @@ impl Loop {
         }
         // A backup keeps its watch on its primary open (a connection can
         // end for reasons of its own; the primary may have moved).
-        if let Some((t, _)) = self.backup_of {
+        if let Some((t, _)) = self.role.backup() {
             if self.primaries.get(&t).is_some_and(|p| !self.peers.connected(p.addr)) && !self.watching {
                 self.watching = true;
                 self.watch_primary();
@@ -350,7 +377,7 @@ impl Loop {
         // over): a caught-up backup of the task claims it at once; a spare,
         // or a backup that has not caught up, when no caught-up backup
         // has for a lease's time (or the task has no backup at all).
-        if self.role.is_none() && self.status == JobStatus::Running {
+        if self.role.primary().is_none() && self.status == JobStatus::Running {
             let now = Instant::now();
             let due: Vec<TaskId> = self.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
             for t in due {
@@ -369,7 +396,7 @@ impl Loop {
     /// Calls a handler; its actions wait in `pending` for
     /// [`apply_pending`](Self::apply_pending).
     pub(super) fn call(&mut self, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) {
-        let Some((me, _)) = self.role else { return };
+        let Some((me, _)) = self.role.primary() else { return };
         let (mut actions, panic) = self.run_handler(me, f);
         if let Some(what) = panic {
             actions.push(Action::End { failure: Some(format!("task {me} panicked at epoch {}: {what}", self.epoch)) });
@@ -381,7 +408,7 @@ impl Loop {
     /// follows: actions its handlers ask for are dropped (a panic fails
     /// the job, as on a primary).
     pub(super) fn call_backup(&mut self, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) {
-        let Some((t, _)) = self.backup_of else { return };
+        let Some((t, _)) = self.role.backup() else { return };
         let (actions, panic) = self.run_handler(t, f);
         if let Some(what) = panic {
             let why = format!("task {t} panicked on a backup at epoch {}: {what}", self.epoch);

@@ -7,7 +7,7 @@ use super::*;
 impl Loop {
     /// Whether this node holds a task (as its primary or a backup).
     pub(super) fn holds_task(&self) -> bool {
-        self.role.is_some() || self.backup_of.is_some()
+        self.role != Role::Spare
     }
 
     /// Task `t` has no primary (as this node knows): this node claims it
@@ -21,11 +21,11 @@ impl Loop {
     /// two lease TTLs (then that backup is stuck, and the task must go on
     /// without its state); with no such backup, it claims at once.
     pub(super) async fn fill_vacancy(&mut self, t: TaskId) -> Result<(), Exit> {
-        if self.role.is_some() || self.status != JobStatus::Running || self.primaries.contains_key(&t) {
+        if self.role.primary().is_some() || self.status != JobStatus::Running || self.primaries.contains_key(&t) {
             return Ok(());
         }
-        let mine = self.backup_of.is_some_and(|(b, _)| b == t);
-        if self.backup_of.is_some() && !mine {
+        let mine = self.role.backup().is_some_and(|(b, _)| b == t);
+        if self.role.backup().is_some() && !mine {
             return Ok(());
         }
         // A coordinator pause lets every lease lapse at once, this node's
@@ -129,7 +129,7 @@ impl Loop {
                     tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
                     let me = self.mine(&kv);
                     self.backups.entry(t).or_default().insert(slot, me);
-                    self.backup_of = Some((t, slot));
+                    self.role = Role::Backup { task: t, slot };
                     self.task = Some((self.cfg.job.factory)(t));
                     self.call_backup(|task, cx| task.init(cx));
                     let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
@@ -150,7 +150,7 @@ impl Loop {
     /// itself, the node checks whether the primary's process is gone
     /// (and takes over at once if so), instead of waiting out its lease.
     pub(super) fn watch_primary(&mut self) {
-        let Some((t, _)) = self.backup_of else { return };
+        let Some((t, _)) = self.role.backup() else { return };
         let Some(p) = self.primaries.get(&t).copied() else { return };
         let (peers, tx) = (self.peers.clone(), self.tx.clone());
         self.spawner.spawn(async move {
@@ -163,10 +163,10 @@ impl Loop {
     }
 
     pub(super) async fn try_claim(&mut self, t: TaskId) -> Result<(), Exit> {
-        if self.role.is_some() || self.status != JobStatus::Running {
+        if self.role.primary().is_some() || self.status != JobStatus::Running {
             return Ok(());
         }
-        if self.backup_of.is_some_and(|(b, _)| b != t) {
+        if self.role.backup().is_some_and(|(b, _)| b != t) {
             return Ok(());
         }
         // The task may be free because the job ended (its primary left):
@@ -182,14 +182,15 @@ impl Loop {
             Ok(Ok(kv)) => {
                 let term = kv.create_revision as u64;
                 tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
-                self.role = Some((t, term));
-                self.lane.set_role(self.role);
+                let was_backup = self.role.backup();
+                self.role = Role::Primary { task: t, term };
+                self.lane.set_role(self.role.primary());
                 self.shared.set_role(t as i64, term);
                 self.follow(self.keys.task(t)).await?;
                 let me = self.mine(&kv);
                 self.primaries.insert(t, me);
                 self.vacant.remove(&t);
-                if let Some((_, slot)) = self.backup_of.take() {
+                if let Some((_, slot)) = was_backup {
                     self.promote(t, slot, term);
                 }
                 if !self.stream_is_ours(term) {
@@ -311,7 +312,7 @@ impl Loop {
     /// have lost it while paused, before its watch says so). If the key is
     /// gone and nobody else took the task, it takes it again (`rejoin`).
     pub(super) async fn still_primary(&mut self) -> bool {
-        let Some((me, term)) = self.role else { return false };
+        let Some((me, term)) = self.role.primary() else { return false };
         // Within the lease's certain life, and with no deletion of our key
         // seen (that makes the node rejoin at once), we hold it: no round
         // trip. Past it (this node or the coordinator was paused, say), ask.
@@ -321,7 +322,7 @@ impl Loop {
         let key = self.keys.primary(me);
         match patiently(|| self.cfg.coord.get(&key)).await {
             Ok(Some(kv)) => kv.create_revision as u64 == term,
-            Ok(None) => self.rejoin().await.is_ok() && self.role.is_some(),
+            Ok(None) => self.rejoin().await.is_ok() && self.role.primary().is_some(),
             Err(_) => false,
         }
     }
@@ -380,14 +381,14 @@ impl Loop {
             self.renew_lease().await?;
         }
         self.rejoined_at = Some(Instant::now());
-        if let Some((t, old_term)) = self.role {
+        if let Some((t, old_term)) = self.role.primary() {
             let key = self.keys.primary(t);
             match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
                 Ok(Ok(kv)) => {
                     let term = kv.create_revision as u64;
                     tracing::info!(node = self.cfg.node_id, task = t, old_term, term, "took its task again, with its state, under a new term");
-                    self.role = Some((t, term));
-                    self.lane.set_role(self.role);
+                    self.role = Role::Primary { task: t, term };
+                    self.lane.set_role(self.role.primary());
                     self.shared.set_role(t as i64, term);
                     let me = self.mine(&kv);
                     self.primaries.insert(t, me);
@@ -406,7 +407,7 @@ impl Loop {
                 }
                 Err(e) => Err(self.coordinator_failed("take its task again", e)),
             }
-        } else if let Some((t, slot)) = self.backup_of {
+        } else if let Some((t, slot)) = self.role.backup() {
             let key = self.keys.backup(t, slot);
             match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
                 Ok(Ok(kv)) => {

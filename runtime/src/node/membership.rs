@@ -20,7 +20,7 @@ impl Loop {
                 // written (nothing else it asks for is of use now) — by the
                 // primaries the job ended with, not by a node that claimed
                 // a task after the end (a backup whose primary left first).
-                if self.role.is_some_and(|(_, term)| term as i64 > kv.mod_revision) {
+                if self.role.primary().is_some_and(|(_, term)| term as i64 > kv.mod_revision) {
                     return Some(NodeExit::JobEnded(self.status.clone()));
                 }
                 self.call(|task, cx| task.exit(cx));
@@ -51,7 +51,7 @@ impl Loop {
                 return None;
             }
             let old = self.backups.entry(t).or_default().insert(slot, b);
-            if self.role.is_some_and(|(me, _)| me == t) && old.is_none_or(|o| o.term != b.term) {
+            if self.role.primary().is_some_and(|(me, _)| me == t) && old.is_none_or(|o| o.term != b.term) {
                 // A new backup of ours: bring it up to date now.
                 tracing::info!(task = t, slot, node = b.node, "a new backup");
                 self.sending.add(slot);
@@ -76,7 +76,7 @@ impl Loop {
             if restarted {
                 self.neighbour_event(t, true);
             }
-            if self.backup_of.is_some_and(|(b, _)| b == t) {
+            if self.role.backup().is_some_and(|(b, _)| b == t) {
                 self.watch_primary();
             }
             self.reroute(t);
@@ -95,7 +95,7 @@ impl Loop {
             if let Some(m) = self.backups.get_mut(&t) {
                 m.remove(&slot);
             }
-            if self.backup_of == Some((t, slot)) {
+            if self.role.backup() == Some((t, slot)) {
                 // Our lease lapsed (then we take the slot again), or our
                 // primary dropped us (then we stop following).
                 if self.lease_alive().await? {
@@ -104,7 +104,7 @@ impl Loop {
                 }
                 return self.rejoin().await;
             }
-            if self.role.is_some_and(|(me, _)| me == t) {
+            if self.role.primary().is_some_and(|(me, _)| me == t) {
                 self.sending.remove(slot);
                 self.release().await?;
             }
@@ -117,7 +117,7 @@ impl Loop {
             return Ok(());
         }
         self.primaries.remove(&t);
-        if self.role.is_some_and(|(mine, _)| mine == t) {
+        if self.role.primary().is_some_and(|(mine, _)| mine == t) {
             // Our own key is gone while we live: our lease lapsed, or a
             // peer freed the task thinking us dead.
             tracing::warn!(node = self.cfg.node_id, task = t, "lost the task's key");
@@ -128,7 +128,7 @@ impl Loop {
         }
         let now = Instant::now();
         self.vacant.insert(t, Vacancy { since: now, next_look: now });
-        if self.role.is_none() {
+        if self.role.primary().is_none() {
             return self.fill_vacancy(t).await;
         }
         self.neighbour_event(t, false);
@@ -138,7 +138,7 @@ impl Loop {
     /// On task 0's primary, as the epoch moves on (at `revision`): compacts
     /// the coordinator's history to one period ago, off the loop.
     pub(super) fn compact_as_we_go(&mut self, revision: i64) {
-        let (Some(period), Some((0, _))) = (self.cfg.job.compaction, self.role) else { return };
+        let (Some(period), Some((0, _))) = (self.cfg.job.compaction, self.role.primary()) else { return };
         let compactor = self.compactor.get_or_insert_with(|| crate::coord::Compactor::new(period));
         if let Some(to) = compactor.due(Instant::now(), revision) {
             let coord = self.cfg.coord.clone();
@@ -154,7 +154,7 @@ impl Loop {
     /// Tells the task a neighbour failed or restarted, once per link it is
     /// a neighbour over this epoch.
     pub(super) fn neighbour_event(&mut self, t: TaskId, restarted: bool) {
-        let Some((me, _)) = self.role else { return };
+        let Some((me, _)) = self.role.primary() else { return };
         if !self.entered || t == me {
             return;
         }

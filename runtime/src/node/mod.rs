@@ -54,7 +54,7 @@ pub(crate) use crate::transport::{Answer, FetchFailure, Fetched, ReplicaEntry, R
 use lease::{Keeper, LeaseNews, SureUntil};
 use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
-use event_loop::{Effect, Event, Loop, Primary, Vacancy};
+use event_loop::{Effect, Event, Loop, Primary, Role, Vacancy};
 use outbox::{Outstanding, SentFlag, RETRY_MIN};
 use serve::{Responder, Served};
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
@@ -329,8 +329,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         spawner,
         peers,
         shared,
-        role: None,
-        backup_of: None,
+        role: Role::Spare,
         backups: HashMap::new(),
         stream: Stream::default(),
         served_epoch: None,

@@ -60,7 +60,7 @@ impl Loop {
             o.retry_at = Instant::now() + RETRY_MIN;
             return;
         };
-        let Some((me, my_term)) = self.role else { return };
+        let Some((me, my_term)) = self.role.primary() else { return };
         o.attempt += 1;
         o.in_flight = true;
         o.sent_to_term = p.term;
@@ -124,7 +124,7 @@ impl Loop {
         match result {
             Ok(Fetched { frame: bytes, .. }) => {
                 let o = self.outstanding.remove(&seq).expect("present");
-                let Some((me, _)) = self.role else { return Ok(()) };
+                let Some((me, _)) = self.role.primary() else { return Ok(()) };
                 if o.epoch != self.epoch {
                     return Ok(());
                 }
@@ -151,7 +151,7 @@ impl Loop {
                     FetchFailure::Status(s) if s.kind.is_fatal() => {
                         let reason = format!(
                             "task {} cannot fetch edge {} from task {}: {:?}: {}",
-                            self.role.map_or(0, |r| r.0),
+                            self.role.primary().map_or(0, |r| r.0),
                             o.edge,
                             o.to,
                             s.kind,

@@ -31,7 +31,7 @@ impl Loop {
             refuse(StatusKind::UnknownEdge, format!("the job declares no edge {}", req.edge), self.epoch, self.term())
         } else if self.status != JobStatus::Running {
             refuse(StatusKind::ShuttingDown, "the job ended".into(), self.epoch, self.term())
-        } else if self.role.map(|(t, _)| t) != Some(req.to_task) {
+        } else if self.role.primary().map(|(t, _)| t) != Some(req.to_task) {
             refuse(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.cfg.node_id, req.to_task), self.epoch, 0)
         } else if req.responder_term > self.term() {
             // Someone knows a newer primary of this task: this node has
@@ -55,7 +55,7 @@ impl Loop {
             // A request naming a newer term is a claim, not proof (a rogue
             // client can send anything): step down only if the coordinator
             // confirms this node no longer holds the task.
-            if replaced && self.role.is_some() && !self.still_primary().await {
+            if replaced && self.role.primary().is_some() && !self.still_primary().await {
                 tracing::warn!(node = self.cfg.node_id, "a newer primary of this task exists: stepping down");
                 return Err(NodeExit::Replaced { task: req.to_task });
             }
@@ -90,7 +90,7 @@ impl Loop {
 
     pub(super) async fn on_flag(&mut self, flag: transport::MetaFlag, respond: oneshot::Sender<Status>) -> Result<(), Exit> {
         let ok = flag.job == self.cfg.job.name
-            && self.role.map(|(t, _)| t) == Some(flag.to_task)
+            && self.role.primary().map(|(t, _)| t) == Some(flag.to_task)
             && flag.from_task < self.cfg.job.tasks
             && (flag.link as usize) < self.cfg.job.topology.links().len();
         if !ok {

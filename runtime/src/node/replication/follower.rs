@@ -12,8 +12,8 @@ impl Loop {
         if batch.job != self.cfg.job.name {
             return refuse(StatusKind::WrongJob, format!("this node runs job `{}`", self.cfg.job.name));
         }
-        let Some((t, _)) = self.backup_of.filter(|(t, _)| *t == batch.task) else {
-            if let Some((t, term)) = self.role.filter(|(t, _)| *t == batch.task) {
+        let Some((t, _)) = self.role.backup().filter(|(t, _)| *t == batch.task) else {
+            if let Some((t, term)) = self.role.primary().filter(|(t, _)| *t == batch.task) {
                 if term > batch.term {
                     return refuse(StatusKind::StaleTerm, format!("this node is task {t}'s primary with term {term}"));
                 }
@@ -72,7 +72,7 @@ impl Loop {
     /// before every effect, and whoever sees a vacancy of the task leaves
     /// it to this node.
     pub(in crate::node) fn publish_ready(&mut self, answer: (Status, u64), respond: oneshot::Sender<(Status, u64)>) {
-        let me = self.backup_of.and_then(|(t, slot)| Some((t, slot, self.backups.get(&t)?.get(&slot).copied()?)));
+        let me = self.role.backup().and_then(|(t, slot)| Some((t, slot, self.backups.get(&t)?.get(&slot).copied()?)));
         let Some((t, slot, me)) = me.filter(|(_, _, me)| !me.ready) else {
             let _ = respond.send(answer);
             return;
@@ -94,7 +94,7 @@ impl Loop {
         // Only about the key this node holds now (not one it had before
         // it took the slot again).
         let Some(b) = self.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)).filter(|b| b.term == term) else { return Ok(()) };
-        if self.backup_of != Some((t, slot)) {
+        if self.role.backup() != Some((t, slot)) {
             return Ok(());
         }
         match result {

@@ -9,7 +9,7 @@ impl Loop {
     /// it writes now (every one it knows of).
     pub(in crate::node) fn track_backups(&mut self) {
         self.sending = Sending::default();
-        let Some((me, _)) = self.role else { return };
+        let Some((me, _)) = self.role.primary() else { return };
         for slot in self.backups.get(&me).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
             self.sending.add(slot);
         }
@@ -19,7 +19,7 @@ impl Loop {
     /// The stream position every backup of this primary has applied
     /// (`u64::MAX` when it has none to wait for).
     pub(in crate::node) fn synced(&self) -> u64 {
-        match self.role {
+        match self.role.primary() {
             Some((me, _)) if self.cfg.job.replicas_of(me) > 1 => self.sending.synced(),
             _ => u64::MAX,
         }
@@ -29,7 +29,7 @@ impl Loop {
     /// next batch (one in flight each, off the loop; the answers come back
     /// as `Event::Replicated`).
     pub(in crate::node) fn pump(&mut self) {
-        let Some((me, term)) = self.role else { return };
+        let Some((me, term)) = self.role.primary() else { return };
         if self.cfg.job.replicas_of(me) <= 1 {
             return;
         }
@@ -61,7 +61,7 @@ impl Loop {
 
     /// A backup answered a batch.
     pub(in crate::node) async fn on_replicated(&mut self, slot: u32, attempt: u64, answer: ReplicaAnswer) -> Result<(), Exit> {
-        let Some((me, _)) = self.role else { return Ok(()) };
+        let Some((me, _)) = self.role.primary() else { return Ok(()) };
         let patience = 4 * self.cfg.job.lease_ttl;
         let Some(next) = self.sending.answered(slot, attempt, answer, Instant::now(), patience) else { return Ok(()) };
         match next {
