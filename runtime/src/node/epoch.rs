@@ -48,8 +48,7 @@ impl Loop {
             }
             self.served_epoch = Some(e);
         }
-        self.outstanding.retain(|_, o| o.epoch >= e);
-        self.flags.clear();
+        self.outbox.entered(e);
         if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
             tracing::error!(%why, "topology check failed");
             self.end(Some(why));
@@ -188,12 +187,7 @@ impl Loop {
             Action::Replicate { .. } => {}
             Action::Fetch { edge, to } => {
                 self.follow_primary(to);
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.outstanding.insert(
-                    seq,
-                    Outstanding { edge, to, epoch: self.epoch, attempt: 0, in_flight: false, sent_to_term: 0, retry_at: Instant::now() },
-                );
+                let seq = self.outbox.fetch(edge, to, self.epoch, Instant::now());
                 self.send(seq);
             }
             Action::Reply { request, frame } => {
@@ -231,8 +225,8 @@ impl Loop {
                     meta,
                     term: self.term(),
                 };
-                self.flags.push(SentFlag { flag, sent_to_term: 0, in_flight: false, delivered: false });
-                self.send_flag(self.flags.len() - 1);
+                let index = self.outbox.flag(flag);
+                self.send_flag(index);
             }
             // Written off the loop, in order, while this node holds its
             // task's key (see `session`).

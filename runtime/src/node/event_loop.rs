@@ -143,11 +143,9 @@ pub(super) struct Loop {
     pub(super) held: Vec<(transport::FetchRequest, Responder)>,
     /// Flags that came before this task entered their epoch.
     pub(super) held_flags: Vec<transport::MetaFlag>,
-    /// Flags this task sent this epoch: retried until a node of the
-    /// receiver takes them, and sent again to a receiver's new node.
-    pub(super) flags: Vec<SentFlag>,
-    pub(super) outstanding: HashMap<u64, Outstanding>,
-    pub(super) next_seq: u64,
+    /// This task's fetches, and the flags it sent this epoch: retried
+    /// until delivered, and sent again to a receiver's new node.
+    pub(super) outbox: Outbox,
     /// Tasks whose primary key was seen deleted (for backups and spares
     /// to claim; see `fill_vacancy`).
     pub(super) vacant: HashMap<TaskId, Vacancy>,
@@ -260,12 +258,7 @@ impl Loop {
             Event::FetchDone { seq, attempt, result } => self.on_fetch_done(seq, attempt, result).await,
             Event::FlagDone { index, epoch, term, delivered } => {
                 if epoch == self.epoch {
-                    if let Some(f) = self.flags.get_mut(index) {
-                        if f.sent_to_term == term {
-                            f.in_flight = false;
-                            f.delivered = delivered;
-                        }
-                    }
+                    self.outbox.flag_done(index, term, delivered);
                 }
                 Ok(())
             }
@@ -357,14 +350,7 @@ impl Loop {
                 self.end(Some(why));
             }
         }
-        let due: Vec<u64> = self.outstanding.iter().filter(|(_, o)| !o.in_flight && o.retry_at <= now).map(|(s, _)| *s).collect();
-        for seq in due {
-            self.send(seq);
-        }
-        let flags: Vec<usize> = (0..self.flags.len()).filter(|&i| !self.flags[i].in_flight && !self.flags[i].delivered).collect();
-        for i in flags {
-            self.send_flag(i);
-        }
+        self.resend_due();
         // A backup keeps its watch on its primary open (a connection can
         // end for reasons of its own; the primary may have moved).
         if let Some((t, _)) = self.role.backup() {

@@ -55,7 +55,7 @@ use lease::{Keeper, LeaseNews, SureUntil};
 use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
 use event_loop::{Effect, Event, Loop, Primary, Role, Vacancy};
-use outbox::{Outstanding, SentFlag, RETRY_MIN};
+use outbox::{Outbox, RETRY_MIN};
 use serve::{Responder, Served};
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
 use crate::spawn::Spawner;
@@ -342,9 +342,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         served: HashMap::new(),
         held: Vec::new(),
         held_flags: Vec::new(),
-        flags: Vec::new(),
-        outstanding: HashMap::new(),
-        next_seq: 1,
+        outbox: Outbox::default(),
         vacant: HashMap::new(),
         pending: Default::default(),
         lane,
