@@ -26,17 +26,12 @@ impl Loop {
         self.entered = true;
         // Drop the old epoch: its replies, transfers and fetches. (A backup
         // that took over keeps the replies of this epoch it was sent.)
-        if self.served_epoch != Some(e) {
+        if self.replies.epoch() != Some(e) {
             let stale = Status::new(StatusKind::StaleEpoch, "the epoch is over", e, self.term());
-            for (_, served) in self.served.drain() {
-                if let Served::Pending(ws) = served {
-                    for w in ws {
-                        let _ = w.send(Err(stale.clone()));
-                    }
-                }
-            }
+            let first = self.replies.epoch().is_none();
+            self.replies.start_epoch(e, &stale);
             self.shared.clear_transfers();
-            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && self.served_epoch.is_some() && self.stream.is_long() {
+            if self.cfg.job.replicas_of(me) > 1 && self.stream.snapshots && !first && self.stream.is_long() {
                 // The stream restarts at a snapshot once it is long, so that
                 // a backup that joins later need not replay it all. (Not at
                 // every epoch: every backup would be sent the whole state
@@ -46,7 +41,6 @@ impl Loop {
             } else {
                 self.stream.forget_replies_before(e);
             }
-            self.served_epoch = Some(e);
         }
         self.outbox.entered(e);
         if let Err(why) = crate::graph::check_links(&*self.cfg.job.topology, self.cfg.job.tasks, me, e) {
@@ -66,21 +60,12 @@ impl Loop {
         self.call(|task, cx| task.enter_epoch(cx, e));
         self.apply_pending().await?;
         // Flags and requests that arrived early.
-        for flag in std::mem::take(&mut self.held_flags) {
-            match flag.epoch.cmp(&e) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => self.deliver_flag(flag),
-                std::cmp::Ordering::Greater => self.held_flags.push(flag),
-            }
+        for flag in self.replies.take_flags(e) {
+            self.deliver_flag(flag);
         }
         self.apply_pending().await?;
-        let held = std::mem::take(&mut self.held);
-        for (req, respond) in held {
-            if req.epoch <= e {
-                Box::pin(self.on_fetch(req, respond)).await?;
-            } else {
-                self.held.push((req, respond));
-            }
+        for (req, respond) in self.replies.take_held(e) {
+            Box::pin(self.on_fetch(req, respond)).await?;
         }
         Ok(())
     }
@@ -162,7 +147,7 @@ impl Loop {
                     return Ok(());
                 }
                 let key = (request.edge, request.from);
-                if matches!(self.served.get(&key), Some(Served::Ready(_))) || self.replying.contains(&key) {
+                if self.replies.is_ready(key) || self.replying.contains(&key) {
                     tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
                     return Ok(());
                 }
@@ -195,17 +180,8 @@ impl Loop {
                 if request.epoch != self.epoch {
                     return Ok(());
                 }
-                match self.served.insert((request.edge, request.from), Served::Ready(frame.clone())) {
-                    Some(Served::Pending(waiters)) => {
-                        for w in waiters {
-                            let _ = w.send(Ok(frame.clone()));
-                        }
-                    }
-                    Some(Served::Ready(first)) => {
-                        self.served.insert((request.edge, request.from), Served::Ready(first));
-                        return Ok(());
-                    }
-                    None => {}
+                if !self.replies.release((request.edge, request.from), frame) {
+                    return Ok(());
                 }
                 self.kill_at(FaultPoint::AfterServe { task: me, epoch: request.epoch, to: request.from, edge: request.edge })?;
             }

@@ -37,6 +37,8 @@ pub(super) enum Event {
     Followed { prefix: String, kvs: Vec<KeyValue> },
     /// On a backup: its key now says `ready` (or could not be written).
     MarkedReady { task: TaskId, slot: u32, term: u64, result: crate::coord::CoordResult<Result<i64, ()>> },
+    /// A dropped backup's key is deleted (or could not be).
+    BackupDropped { task: TaskId, slot: u32, term: u64 },
     /// A backup answered attempt `attempt` of a batch of the stream.
     Replicated { slot: u32, attempt: u64, answer: ReplicaAnswer },
 }
@@ -130,8 +132,6 @@ pub(super) struct Loop {
     pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, Primary>>,
     /// The replication stream this node writes (primary) or follows (backup).
     pub(super) stream: Stream,
-    /// The epoch whose replies `served` holds.
-    pub(super) served_epoch: Option<Epoch>,
     /// A backup's watch of its primary is being set up.
     pub(super) watching: bool,
     pub(super) task: Option<Box<dyn Task>>,
@@ -139,13 +139,11 @@ pub(super) struct Loop {
     pub(super) entered: bool,
     pub(super) status: JobStatus,
     pub(super) primaries: HashMap<TaskId, Primary>,
-    pub(super) served: HashMap<(u32, TaskId), Served>,
-    pub(super) held: Vec<(transport::FetchRequest, Responder)>,
-    /// Flags that came before this task entered their epoch.
-    pub(super) held_flags: Vec<transport::MetaFlag>,
     /// This task's fetches, and the flags it sent this epoch: retried
     /// until delivered, and sent again to a receiver's new node.
     pub(super) outbox: Outbox,
+    /// The epoch's replies, and requests and flags that came early.
+    pub(super) replies: Replies,
     /// Tasks whose primary key was seen deleted (for backups and spares
     /// to claim; see `fill_vacancy`).
     pub(super) vacant: HashMap<TaskId, Vacancy>,
@@ -204,16 +202,7 @@ impl Loop {
         if let NodeExit::JobEnded(_) = exit {
             // Peers still waiting on this node get a clear answer.
             let status = Status::new(StatusKind::ShuttingDown, "the job ended", self.epoch, self.term());
-            for (_, waiters) in self.served.drain() {
-                if let Served::Pending(ws) = waiters {
-                    for w in ws {
-                        let _ = w.send(Err(status.clone()));
-                    }
-                }
-            }
-            for (_, w) in self.held.drain(..) {
-                let _ = w.send(Err(status.clone()));
-            }
+            self.replies.shut(&status);
         }
     }
 
@@ -313,6 +302,7 @@ impl Loop {
                 Ok(())
             }
             Event::Replicated { slot, attempt, answer } => self.on_replicated(slot, attempt, answer).await,
+            Event::BackupDropped { task, slot, term } => self.on_backup_dropped(task, slot, term).await,
         }
     }
 

@@ -247,13 +247,9 @@ impl Loop {
             tracing::info!(task = t, "the backup had not caught up: starting the task afresh");
             return;
         }
-        self.served.clear();
-        for ((edge, requester), (epoch, frame)) in std::mem::take(&mut old.served) {
-            if epoch == self.epoch {
-                self.served.insert((edge, requester), Served::Ready(frame));
-            }
-        }
-        self.served_epoch = Some(self.epoch);
+        let epoch = self.epoch;
+        let kept = std::mem::take(&mut old.served).into_iter().filter(|(_, (e, _))| *e == epoch).map(|(k, (_, frame))| (k, frame));
+        self.replies.adopt(epoch, kept);
         self.restart_stream(t, term, old);
     }
 
@@ -285,10 +281,8 @@ impl Loop {
 
     /// Appends this epoch's released replies to `stream` (after a snapshot).
     pub(super) fn push_served_cache(&self, stream: &mut Stream) {
-        for ((edge, requester), served) in &self.served {
-            if let Served::Ready(frame) = served {
-                stream.push_served(self.epoch, *edge, *requester, frame);
-            }
+        for ((edge, requester), frame) in self.replies.released() {
+            stream.push_served(self.epoch, edge, requester, frame);
         }
     }
 

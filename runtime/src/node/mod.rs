@@ -56,7 +56,7 @@ use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, 
 use replication::Stream;
 use event_loop::{Effect, Event, Loop, Primary, Role, Vacancy};
 use outbox::{Outbox, RETRY_MIN};
-use serve::{Responder, Served};
+use serve::Replies;
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
 use crate::spawn::Spawner;
 use crate::transport::{self, Inbound, Shared, Transport};
@@ -332,17 +332,14 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         role: Role::Spare,
         backups: HashMap::new(),
         stream: Stream::default(),
-        served_epoch: None,
         watching: false,
         task: None,
         epoch: 0,
         entered: false,
         status: JobStatus::Running,
         primaries: HashMap::new(),
-        served: HashMap::new(),
-        held: Vec::new(),
-        held_flags: Vec::new(),
         outbox: Outbox::default(),
+        replies: Replies::default(),
         vacant: HashMap::new(),
         pending: Default::default(),
         lane,

@@ -75,7 +75,7 @@ impl Loop {
             ReplicaNext::Drop(why) => {
                 if let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() {
                     tracing::warn!(task = me, slot, node = b.node, %why, "a backup is unreachable or does not follow: dropping it");
-                    self.drop_backup(me, slot, b)?;
+                    self.drop_backup(me, slot, b);
                 }
             }
         }
@@ -83,15 +83,14 @@ impl Loop {
         self.release().await
     }
 
-    /// Drops backup `b` of task `t` in `slot`: it no longer counts, and
-    /// its key is deleted (off the loop; only its key: the key may have
-    /// been written since, marked ready, or be another node's by now).
-    pub(in crate::node) fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) -> Result<(), Exit> {
-        if let Some(m) = self.backups.get_mut(&t) {
-            m.remove(&slot);
-        }
-        self.sending.remove(slot);
-        let (coord, key) = (self.cfg.coord.clone(), self.keys.backup(t, slot));
+    /// Drops backup `b` of task `t` in `slot`: its key is deleted (off
+    /// the loop; only its key: the key may have been written since, marked
+    /// ready, or be another node's by now), and it counts no more once
+    /// that is done (`Event::BackupDropped`): until then, its key may say
+    /// it holds everything, so effects wait.
+    pub(in crate::node) fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) {
+        self.sending.dropping(slot);
+        let (coord, key, tx) = (self.cfg.coord.clone(), self.keys.backup(t, slot), self.tx.clone());
         self.spawner.spawn(async move {
             let mut revision = b.mod_revision;
             for _ in 0..3 {
@@ -107,8 +106,8 @@ impl Loop {
                     }
                 }
             }
+            let _ = tx.send(Event::BackupDropped { task: t, slot, term: b.term });
         });
-        self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })
     }
 
     /// Runs the effects whose stream position every backup holds now.
@@ -120,5 +119,21 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// A dropped backup's key is deleted (or could not be): it counts no
+    /// more.
+    pub(in crate::node) async fn on_backup_dropped(&mut self, t: TaskId, slot: u32, term: u64) -> Result<(), Exit> {
+        if self.role.primary().map(|(me, _)| me) != Some(t) {
+            return Ok(());
+        }
+        if let Some(m) = self.backups.get_mut(&t) {
+            if m.get(&slot).is_some_and(|b| b.term == term) {
+                m.remove(&slot);
+                self.sending.remove(slot);
+            }
+        }
+        self.kill_at(FaultPoint::BackupLost { task: t, epoch: self.epoch })?;
+        self.release().await
     }
 }

@@ -51,6 +51,10 @@ struct Backup {
     stuck: u32,
     /// Since when it has not answered in time (it is slow).
     slow_since: Option<Instant>,
+    /// Dropped: its key is being deleted. Until that is done it is sent
+    /// nothing and still holds effects back (its key may say `ready`: a
+    /// node that sees it would leave the task to it).
+    dropping: bool,
 }
 
 /// How many answers in a row may leave a backup where it was.
@@ -69,8 +73,18 @@ impl Sending {
         self.backups.insert(slot, Backup::default());
     }
 
+    /// The backup in `slot` no longer counts (its key is gone).
     pub(crate) fn remove(&mut self, slot: u32) {
         self.backups.remove(&slot);
+    }
+
+    /// The backup in `slot` is dropped: nothing more goes to it, and it
+    /// holds effects back until `remove` (its key is deleted).
+    pub(crate) fn dropping(&mut self, slot: u32) {
+        if let Some(b) = self.backups.get_mut(&slot) {
+            b.dropping = true;
+            b.in_flight = None;
+        }
     }
 
     pub(crate) fn slots(&self) -> Vec<u32> {
@@ -93,7 +107,7 @@ impl Sending {
     /// `end` and nothing is in flight to it. Then the attempt's number.
     pub(crate) fn start(&mut self, slot: u32, end: u64) -> Option<u64> {
         let b = self.backups.get_mut(&slot)?;
-        if b.in_flight.is_some() || b.acked >= end {
+        if b.dropping || b.in_flight.is_some() || b.acked >= end {
             return None;
         }
         self.next_attempt += 1;
@@ -251,6 +265,20 @@ mod tests {
         assert!(matches!(s.answered(2, a, Answer::Gone("refused".into()), now, PATIENCE), Some(Next::Drop(_))));
         let a = s.start(2, 5).unwrap();
         assert_eq!(s.answered(2, a, Answer::StaleTerm("newer".into()), now, PATIENCE), Some(Next::CheckPrimary("newer".into())));
+    }
+
+    #[test]
+    fn a_dropped_backup_holds_effects_back_until_its_key_is_gone() {
+        let mut s = Sending::default();
+        s.add(1);
+        let now = Instant::now();
+        let a = s.start(1, 5).unwrap();
+        s.answered(1, a, Answer::Applied(2), now, PATIENCE);
+        s.dropping(1);
+        assert_eq!(s.start(1, 5), None, "nothing more is sent to it");
+        assert_eq!(s.synced(), 2, "it still holds effects back");
+        s.remove(1);
+        assert_eq!(s.synced(), u64::MAX);
     }
 
     #[test]
