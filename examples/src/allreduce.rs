@@ -498,12 +498,11 @@ impl Kill {
 /// If `tasks` is not a power of two of at least 2.
 pub fn fault_point(tasks: u64, kill: Kill, task: TaskId, epoch: Epoch) -> FaultPoint {
     let partner = Hypercube::new(tasks).partner_of(task, epoch);
-    let edge = AllReduce::VALUE.id;
     match kill {
-        Kill::Enter => FaultPoint::EnterEpoch { task, epoch },
-        Kill::BeforeServe => FaultPoint::BeforeServe { task, epoch, to: partner, edge },
-        Kill::AfterServe => FaultPoint::AfterServe { task, epoch, to: partner, edge },
-        Kill::Received => FaultPoint::DataReceived { task, epoch, from: partner, edge },
+        Kill::Enter => FaultPoint::enter_epoch(task, epoch),
+        Kill::BeforeServe => FaultPoint::before_serve(task, epoch, partner, AllReduce::VALUE),
+        Kill::AfterServe => FaultPoint::after_serve(task, epoch, partner, AllReduce::VALUE),
+        Kill::Received => FaultPoint::data_received(task, epoch, partner, AllReduce::VALUE),
     }
 }
 
