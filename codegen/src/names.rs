@@ -92,6 +92,17 @@ pub fn camel_case(name: &str) -> String {
     out
 }
 
+/// `snake_case` to Rust's `UpperCamelCase`, for a type named after a
+/// snake_case name (`peer_param` → `PeerParam`).
+pub fn upper_camel_case(name: &str) -> String {
+    let camel = camel_case(name);
+    let mut chars = camel.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => camel,
+    }
+}
+
 /// A variant name (`CamelCase`) as a field or enumerant name (`camelCase`).
 pub fn lower_first(name: &str) -> String {
     let camel = camel_case(name);
@@ -125,6 +136,9 @@ mod tests {
         assert_eq!(camel_case("r#type"), "type");
         assert_eq!(camel_case("layer_2_bias"), "layer2Bias");
         assert_eq!(lower_first("BigCircle"), "bigCircle");
+        assert_eq!(upper_camel_case("peer_param"), "PeerParam");
+        assert_eq!(upper_camel_case("layer_2_bias"), "Layer2Bias");
+        assert_eq!(upper_camel_case("token"), "Token");
     }
 
     #[test]

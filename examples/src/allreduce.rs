@@ -181,42 +181,10 @@ pub fn restored_name(e: Epoch, task: TaskId) -> String {
     format!("restored/{e:06}/{task:06}")
 }
 
-/// The operations of the exchange, on both roles' contexts: `LeaderCx`
-/// and `PeerCx` have the same `fetch_value`, `reply_restore`, ... methods
-/// (both roles fetch and serve both edges), but as two unrelated types.
-trait ExchangeCx<'a>: std::ops::DerefMut<Target = TaskCx<'a>> {
-    /// `fetch_value()`.
-    fn fetch_partner(&mut self) -> usize;
-    /// `fetch_restore()`.
-    fn fetch_previous(&mut self) -> usize;
-    /// `reply_value(to, value)`.
-    fn reply_partner(&mut self, to: TaskId, value: &Value);
-    /// `reply_restore(to, value)`.
-    fn reply_previous(&mut self, to: TaskId, value: &Value);
-}
-
-macro_rules! exchange_cx {
-    ($($cx:ident),*) => {$(
-        impl<'a> ExchangeCx<'a> for $cx<'a> {
-            fn fetch_partner(&mut self) -> usize {
-                self.fetch_value()
-            }
-            fn fetch_previous(&mut self) -> usize {
-                self.fetch_restore()
-            }
-            fn reply_partner(&mut self, to: TaskId, value: &Value) {
-                self.reply_value(to, value)
-            }
-            fn reply_previous(&mut self, to: TaskId, value: &Value) {
-                self.reply_restore(to, value)
-            }
-        }
-    )*};
-}
-
-exchange_cx!(LeaderCx, PeerCx);
-
-/// One task's part of the exchange, the same for both roles.
+/// One task's part of the exchange, the same for both roles: its methods
+/// take any context with the exchange's edges, through the traits
+/// `taskgraph!` generates for them (`FetchesValue`, `ServesRestore`, ...,
+/// which `LeaderCx` and `PeerCx` both implement).
 #[derive(Debug)]
 struct Exchange {
     /// The value after this epoch, once the partner's has been added;
@@ -240,16 +208,16 @@ impl Exchange {
         Exchange { after: None, start: None, partner: None, value_waiting: Vec::new(), restore_waiting: Vec::new() }
     }
 
-    fn enter<'a>(&mut self, cx: &mut impl ExchangeCx<'a>, epoch: Epoch) {
+    fn enter(&mut self, cx: &mut (impl FetchesValue + FetchesRestore), epoch: Epoch) {
         self.start = if epoch == 0 { Some(initial_value(cx.task())) } else { self.after.take() };
         self.after = None;
         self.partner = None;
         self.value_waiting.clear();
         self.restore_waiting.clear();
         if self.start.is_none() {
-            cx.fetch_previous();
+            cx.fetch_restore();
         }
-        cx.fetch_partner();
+        cx.fetch_value();
     }
 
     /// The partner's value came; the value after the epoch if that
@@ -262,7 +230,7 @@ impl Exchange {
     /// The previous partner's value came: it is this task's. Answers the
     /// fetches that waited for it; the value after the epoch if that
     /// finishes it.
-    fn on_restore<'a>(&mut self, cx: &mut impl ExchangeCx<'a>, from: TaskId, value: &Value) -> Option<u64> {
+    fn on_restore(&mut self, cx: &mut (impl ServesValue + ServesRestore), from: TaskId, value: &Value) -> Option<u64> {
         if self.start.is_some() {
             return None;
         }
@@ -270,10 +238,10 @@ impl Exchange {
         let (e, me) = (cx.epoch(), cx.task());
         cx.record(restored_name(e, me), from.to_string());
         for to in std::mem::take(&mut self.value_waiting) {
-            cx.reply_partner(to, value);
+            cx.reply_value(to, value);
         }
         for to in std::mem::take(&mut self.restore_waiting) {
-            cx.reply_previous(to, value);
+            cx.reply_restore(to, value);
         }
         self.try_finish()
     }
@@ -530,12 +498,11 @@ impl Kill {
 /// If `tasks` is not a power of two of at least 2.
 pub fn fault_point(tasks: u64, kill: Kill, task: TaskId, epoch: Epoch) -> FaultPoint {
     let partner = Hypercube::new(tasks).partner_of(task, epoch);
-    let edge = AllReduce::VALUE.id;
     match kill {
-        Kill::Enter => FaultPoint::EnterEpoch { task, epoch },
-        Kill::BeforeServe => FaultPoint::BeforeServe { task, epoch, to: partner, edge },
-        Kill::AfterServe => FaultPoint::AfterServe { task, epoch, to: partner, edge },
-        Kill::Received => FaultPoint::DataReceived { task, epoch, from: partner, edge },
+        Kill::Enter => FaultPoint::enter_epoch(task, epoch),
+        Kill::BeforeServe => FaultPoint::before_serve(task, epoch, partner, AllReduce::VALUE),
+        Kill::AfterServe => FaultPoint::after_serve(task, epoch, partner, AllReduce::VALUE),
+        Kill::Received => FaultPoint::data_received(task, epoch, partner, AllReduce::VALUE),
     }
 }
 

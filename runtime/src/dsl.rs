@@ -18,7 +18,11 @@
 //! with the operations every role has ([`RoleContext`]; it also
 //! dereferences to [`TaskCx`], which has them too); the
 //! fetch, reply and flag methods exist only on the contexts of the roles
-//! whose edges need them.
+//! whose edges need them. Per edge `e`, `taskgraph!` also declares, beside
+//! the graph, a trait `FetchesE` (the fetch methods) and `ServesE` (the
+//! reply methods), both extending [`RoleContext`], which the contexts of
+//! the roles that fetch or serve `e` implement: code shared by those roles
+//! takes `cx: &mut impl FetchesE`.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -27,6 +27,7 @@ extern crate self as taskgraph;
 pub mod coord;
 pub mod dsl;
 mod error;
+mod fault_points;
 pub mod graph;
 pub mod job;
 pub mod keys;

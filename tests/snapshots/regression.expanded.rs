@@ -15,6 +15,66 @@ pub struct RegressionTasks<__F0, __F1> {
     /// Makes the task of each `Worker` task id (1..).
     pub worker: __F1,
 }
+/// The fetching side of edge `param` of graph `Regression` (`Param` over `parent`, served by `Root` and `Worker`): implemented by the context of every role that fetches it (`WorkerCx`). Code shared by those roles takes `cx: &mut impl FetchesParam`; the supertrait, `RoleContext`, gives it `task()`, `epoch()`, `record`, `advance_epoch`, ... The handler of what arrives is each role's `on_param`.
+#[allow(dead_code)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not fetch edge `param` of graph `Regression`: it is not `FetchesParam`",
+    label = "this role does not fetch the edge",
+    note = "`FetchesParam` is implemented by the contexts of the roles that fetch `param`: `WorkerCx`"
+)]
+pub trait FetchesParam: ::taskgraph::dsl::RoleContext {
+    /// Fetches `Param` (edge `param`) from every `parent` neighbour at this epoch; `on_param` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
+    fn fetch_param(&mut self) -> usize;
+    /// Fetches `Param` (edge `param`) from task `from`, which must be a `parent` neighbour at this epoch (else the job fails, and this returns false).
+    fn fetch_param_from(&mut self, from: ::taskgraph::TaskId) -> bool;
+}
+/// The serving side of edge `param` of graph `Regression` (`Param` over `parent`, fetched by `Worker`): implemented by the context of every role that serves it (`RootCx` and `WorkerCx`). Code shared by those roles takes `cx: &mut impl ServesParam`; the supertrait, `RoleContext`, gives it `task()`, `epoch()`, `record`, `advance_epoch`, ... A fetch is first each role's `serve_param`, which answers now or `Serve::later()` and then with `reply_param`.
+#[allow(dead_code)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not serve edge `param` of graph `Regression`: it is not `ServesParam`",
+    label = "this role does not serve the edge",
+    note = "`ServesParam` is implemented by the contexts of the roles that serve `param`: `RootCx` and `WorkerCx`"
+)]
+pub trait ServesParam: ::taskgraph::dsl::RoleContext {
+    /// Answers task `to`'s fetch of `Param` (edge `param`) for this epoch, now or before it asks (a `serve_param` that answered `Serve::later()`).
+    fn reply_param(&mut self, to: ::taskgraph::TaskId, message: &Param);
+    /// As `reply_param`, with a message encoded beforehand (or a fetched one, forwarded).
+    fn reply_param_encoded(
+        &mut self,
+        to: ::taskgraph::TaskId,
+        message: &::taskgraph::message::Encoded<Param>,
+    );
+}
+/// The fetching side of edge `grad` of graph `Regression` (`Grad` over `children`, served by `Worker`): implemented by the context of every role that fetches it (`RootCx` and `WorkerCx`). Code shared by those roles takes `cx: &mut impl FetchesGrad`; the supertrait, `RoleContext`, gives it `task()`, `epoch()`, `record`, `advance_epoch`, ... The handler of what arrives is each role's `on_grad`.
+#[allow(dead_code)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not fetch edge `grad` of graph `Regression`: it is not `FetchesGrad`",
+    label = "this role does not fetch the edge",
+    note = "`FetchesGrad` is implemented by the contexts of the roles that fetch `grad`: `RootCx` and `WorkerCx`"
+)]
+pub trait FetchesGrad: ::taskgraph::dsl::RoleContext {
+    /// Fetches `Grad` (edge `grad`) from every `children` neighbour at this epoch; `on_grad` follows once for each. Returns how many. A neighbour whose role does not serve the edge fails the job.
+    fn fetch_grad(&mut self) -> usize;
+    /// Fetches `Grad` (edge `grad`) from task `from`, which must be a `children` neighbour at this epoch (else the job fails, and this returns false).
+    fn fetch_grad_from(&mut self, from: ::taskgraph::TaskId) -> bool;
+}
+/// The serving side of edge `grad` of graph `Regression` (`Grad` over `children`, fetched by `Root` and `Worker`): implemented by the context of every role that serves it (`WorkerCx`). Code shared by those roles takes `cx: &mut impl ServesGrad`; the supertrait, `RoleContext`, gives it `task()`, `epoch()`, `record`, `advance_epoch`, ... A fetch is first each role's `serve_grad`, which answers now or `Serve::later()` and then with `reply_grad`.
+#[allow(dead_code)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not serve edge `grad` of graph `Regression`: it is not `ServesGrad`",
+    label = "this role does not serve the edge",
+    note = "`ServesGrad` is implemented by the contexts of the roles that serve `grad`: `WorkerCx`"
+)]
+pub trait ServesGrad: ::taskgraph::dsl::RoleContext {
+    /// Answers task `to`'s fetch of `Grad` (edge `grad`) for this epoch, now or before it asks (a `serve_grad` that answered `Serve::later()`).
+    fn reply_grad(&mut self, to: ::taskgraph::TaskId, message: &Grad);
+    /// As `reply_grad`, with a message encoded beforehand (or a fetched one, forwarded).
+    fn reply_grad_encoded(
+        &mut self,
+        to: ::taskgraph::TaskId,
+        message: &::taskgraph::message::Encoded<Grad>,
+    );
+}
 /// The handlers of `Root` tasks (tasks 0) of graph `Regression`, generated by `taskgraph!` from the role's edges: implement it for the struct bound with `#[task(Regression::Root)]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `RootHandlers`, the handlers of role `Root` of graph `Regression`",
@@ -193,6 +253,38 @@ where
     /// to other tasks (a reply, a flag, a record, an epoch advance).
     pub fn replicate(&mut self, update: &ProgressUpdate) {
         ::taskgraph::__private::dsl::replicate(&mut self.0, update)
+    }
+}
+impl FetchesGrad for RootCx<'_> {
+    #[inline]
+    fn fetch_grad(&mut self) -> usize {
+        ::taskgraph::__private::dsl::fetch_all(&mut self.0, Regression::GRAD)
+    }
+    #[inline]
+    fn fetch_grad_from(&mut self, from: ::taskgraph::TaskId) -> bool {
+        ::taskgraph::__private::dsl::fetch_from(&mut self.0, Regression::GRAD, from)
+    }
+}
+impl ServesParam for RootCx<'_>
+where
+    for<'__a> Param: ::taskgraph::Message,
+{
+    #[inline]
+    fn reply_param(&mut self, to: ::taskgraph::TaskId, message: &Param) {
+        ::taskgraph::__private::dsl::reply(&mut self.0, Regression::PARAM, to, message)
+    }
+    #[inline]
+    fn reply_param_encoded(
+        &mut self,
+        to: ::taskgraph::TaskId,
+        message: &::taskgraph::message::Encoded<Param>,
+    ) {
+        ::taskgraph::__private::dsl::reply_encoded(
+            &mut self.0,
+            Regression::PARAM,
+            to,
+            message,
+        )
     }
 }
 const _: () = {
@@ -516,6 +608,70 @@ where
     /// to other tasks (a reply, a flag, a record, an epoch advance).
     pub fn replicate(&mut self, update: &ProgressUpdate) {
         ::taskgraph::__private::dsl::replicate(&mut self.0, update)
+    }
+}
+impl FetchesParam for WorkerCx<'_> {
+    #[inline]
+    fn fetch_param(&mut self) -> usize {
+        ::taskgraph::__private::dsl::fetch_all(&mut self.0, Regression::PARAM)
+    }
+    #[inline]
+    fn fetch_param_from(&mut self, from: ::taskgraph::TaskId) -> bool {
+        ::taskgraph::__private::dsl::fetch_from(&mut self.0, Regression::PARAM, from)
+    }
+}
+impl FetchesGrad for WorkerCx<'_> {
+    #[inline]
+    fn fetch_grad(&mut self) -> usize {
+        ::taskgraph::__private::dsl::fetch_all(&mut self.0, Regression::GRAD)
+    }
+    #[inline]
+    fn fetch_grad_from(&mut self, from: ::taskgraph::TaskId) -> bool {
+        ::taskgraph::__private::dsl::fetch_from(&mut self.0, Regression::GRAD, from)
+    }
+}
+impl ServesParam for WorkerCx<'_>
+where
+    for<'__a> Param: ::taskgraph::Message,
+{
+    #[inline]
+    fn reply_param(&mut self, to: ::taskgraph::TaskId, message: &Param) {
+        ::taskgraph::__private::dsl::reply(&mut self.0, Regression::PARAM, to, message)
+    }
+    #[inline]
+    fn reply_param_encoded(
+        &mut self,
+        to: ::taskgraph::TaskId,
+        message: &::taskgraph::message::Encoded<Param>,
+    ) {
+        ::taskgraph::__private::dsl::reply_encoded(
+            &mut self.0,
+            Regression::PARAM,
+            to,
+            message,
+        )
+    }
+}
+impl ServesGrad for WorkerCx<'_>
+where
+    for<'__a> Grad: ::taskgraph::Message,
+{
+    #[inline]
+    fn reply_grad(&mut self, to: ::taskgraph::TaskId, message: &Grad) {
+        ::taskgraph::__private::dsl::reply(&mut self.0, Regression::GRAD, to, message)
+    }
+    #[inline]
+    fn reply_grad_encoded(
+        &mut self,
+        to: ::taskgraph::TaskId,
+        message: &::taskgraph::message::Encoded<Grad>,
+    ) {
+        ::taskgraph::__private::dsl::reply_encoded(
+            &mut self.0,
+            Regression::GRAD,
+            to,
+            message,
+        )
     }
 }
 const _: () = {

@@ -4,6 +4,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
+use super::edges::edge_traits;
 use super::model::Model;
 use super::role::emit_role;
 use crate::names::{role_field, snake_or_lower, upper};
@@ -133,6 +134,7 @@ pub fn emit(m: &Model) -> TokenStream {
     });
 
     let roles_out = m.roles.iter().enumerate().map(|(i, _)| emit_role(m, i));
+    let edge_traits = edge_traits(m);
     let graph_doc = format!(" Graph `{gs}`, declared with `taskgraph!`.");
     let tasks_generics = &fs;
 
@@ -152,6 +154,8 @@ pub fn emit(m: &Model) -> TokenStream {
         #vis struct #tasks_struct<#(#tasks_generics),*> {
             #(#[doc = #field_docs] pub #fields: #tasks_generics,)*
         }
+
+        #edge_traits
 
         #(#roles_out)*
 

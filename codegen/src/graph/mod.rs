@@ -43,25 +43,31 @@
 //!   `struct RCx` whose `fetch_<edge>`,
 //!   `reply_<edge>` and `flag_<flag>` methods exist only for the role's
 //!   edges (and `replicate` only for a replicated role);
+//! * per edge `e`, `trait FetchesE` (`fetch_<e>`, `fetch_<e>_from`) and
+//!   `trait ServesE` (`reply_<e>`, `reply_<e>_encoded`), both extending
+//!   `RoleContext`, implemented by the context of every role that fetches
+//!   or serves `e` (`edges.rs`): code shared by roles takes `&mut impl
+//!   FetchesParam`;
 //! * in `const _: () = { ... };` blocks: `impl Graph for G`, the glue
 //!   from the runtime to each role's trait, and checks: every message is a
 //!   `Message`, every link exists (a const evaluation that fails naming
 //!   the topology's links, at the link's token).
 //!
-//! The per-role names (`WorkerHandlers`, `WorkerCx`) live in the
-//! caller's module: two graphs with a role of the same name need a module
-//! each.
+//! The per-role names (`WorkerHandlers`, `WorkerCx`) and the per-edge
+//! traits live in the caller's module: two graphs with a role, or an
+//! edge, of the same name need a module each.
 //!
 //! Pipeline: [`parse`](fn@parse) (`parse.rs`, into a [`Decl`]) →
 //! [`check`](fn@check) (`check.rs`, into a [`Model`], whose types are in
 //! `model.rs`) → [`emit`](fn@emit) (`emit.rs` for the graph-wide items,
-//! `role.rs` for each role's), collecting every problem in a
+//! `edges.rs` for the per-edge traits, `role.rs` for each role's), collecting every problem in a
 //! [`Diagnostics`]. With errors, the expansion still declares the struct,
 //! the traits and the contexts (every handler with a default body), so
 //! the user's code sees the names it expects and the errors are the
 //! macro's.
 
 mod check;
+mod edges;
 mod emit;
 mod model;
 mod parse;

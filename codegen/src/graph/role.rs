@@ -6,6 +6,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 
+use super::edges::edge_impls;
 use super::model::{Edge, Flag, Model, Role};
 use crate::names::{list, upper};
 
@@ -234,6 +235,7 @@ impl<'a> RoleGen<'a> {
     fn context(&self) -> TokenStream {
         let (vis, rn, cx, bounds) = (&self.m.vis, &self.role.name, &self.cx, &self.bounds);
         let cx_methods = self.cx_methods();
+        let edge_impls = edge_impls(self.m, self.id as usize, cx);
         let cx_doc = format!(
             " What a `{rn}` handler can see and do: what every context has (`task()`, `epoch()`, `record`, `fail_job`, ...: \
              [`RoleContext`](::taskgraph::dsl::RoleContext); it also dereferences to [`TaskCx`](::taskgraph::dsl::TaskCx)), \
@@ -312,6 +314,10 @@ impl<'a> RoleGen<'a> {
             {
                 #(#cx_methods)*
             }
+
+            // The per-edge traits (`FetchesParam`, `ServesParam`): the same
+            // methods, for code shared by the roles of an edge.
+            #edge_impls
         }
     }
 
