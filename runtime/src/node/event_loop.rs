@@ -18,7 +18,7 @@ pub(super) enum Event {
     /// One attempt to deliver a flag of this epoch finished.
     FlagDone { index: usize, epoch: Epoch, term: u64, delivered: bool },
     /// One of this node's fetches finished (one attempt of it).
-    FetchDone { seq: u64, attempt: u32, result: Result<Fetched, FetchFailure> },
+    FetchDone { seq: u64, attempt: u32, result: Result<Fetched, CallFailure> },
     /// A connection to the node at this address ended by itself.
     PeerGone(SocketAddr),
     /// A backup's attempt to watch its primary at `addr` finished
@@ -51,8 +51,10 @@ pub(super) enum Effect {
     Write(Write),
 }
 
+/// The node holding one of a task's keys (its primary key or a backup
+/// slot), as this node knows it.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Primary {
+pub(super) struct KeyHolder {
     /// The node's id (for logs).
     pub(super) node: u64,
     pub(super) addr: SocketAddr,
@@ -61,6 +63,14 @@ pub(super) struct Primary {
     pub(super) mod_revision: i64,
     /// A backup that has caught up with its primary (see `Holder`).
     pub(super) ready: bool,
+}
+
+impl KeyHolder {
+    /// The holder of `kv`, whose value reads `value`; its term is the
+    /// key's creation revision.
+    pub(super) fn of(kv: &KeyValue, value: &Holder) -> Self {
+        KeyHolder { node: value.node, addr: value.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: value.ready }
+    }
 }
 
 /// A task without a primary, as this node knows it.
@@ -129,7 +139,7 @@ pub(super) struct Loop {
     /// Spare, backup of a task, or primary of a task.
     pub(super) role: Role,
     /// Every task's backups, by slot (from the coordinator).
-    pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, Primary>>,
+    pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, KeyHolder>>,
     /// The replication stream this node writes (primary) or follows (backup).
     pub(super) stream: Stream,
     /// A backup's watch of its primary is being set up.
@@ -138,7 +148,7 @@ pub(super) struct Loop {
     pub(super) epoch: Epoch,
     pub(super) entered: bool,
     pub(super) status: JobStatus,
-    pub(super) primaries: HashMap<TaskId, Primary>,
+    pub(super) primaries: HashMap<TaskId, KeyHolder>,
     /// This task's fetches, and the flags it sent this epoch: retried
     /// until delivered, and sent again to a receiver's new node.
     pub(super) outbox: Outbox,

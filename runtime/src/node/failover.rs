@@ -158,7 +158,7 @@ impl Loop {
             if let Err(e) = &result {
                 tracing::debug!(addr = %p.addr, error = ?e, "cannot watch the primary");
             }
-            let _ = tx.send(Event::Watching { refused: matches!(result, Err(FetchFailure::Refused(_))), addr: p.addr });
+            let _ = tx.send(Event::Watching { refused: matches!(result, Err(CallFailure::Refused(_))), addr: p.addr });
         });
     }
 

@@ -46,7 +46,7 @@ impl Loop {
                 tracing::error!(key = %kv.key, "unreadable backup value");
                 return None;
             };
-            let b = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: v.ready };
+            let b = KeyHolder::of(&kv, &v);
             if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|known| known.term > b.term) {
                 return None;
             }
@@ -62,7 +62,7 @@ impl Loop {
                 tracing::error!(key = %kv.key, "unreadable primary value");
                 return None;
             };
-            let new = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false };
+            let new = KeyHolder { ready: false, ..KeyHolder::of(&kv, &v) };
             if self.primaries.get(&t).is_some_and(|p| p.term > new.term) {
                 // An older key than the one this node knows (it lags).
                 return None;
@@ -174,14 +174,14 @@ impl Loop {
     }
 
     /// This node as the holder of `kv`, a key it has just created.
-    pub(super) fn mine(&self, kv: &KeyValue) -> Primary {
-        Primary { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false }
+    pub(super) fn mine(&self, kv: &KeyValue) -> KeyHolder {
+        KeyHolder { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false }
     }
 
     /// Takes in what a read of the coordinator says of a task's key.
     pub(super) fn learn(&mut self, kv: &KeyValue) {
         let Some(v) = Holder::parse(&kv.value) else { return };
-        let holder = Primary { node: v.node, addr: v.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: v.ready };
+        let holder = KeyHolder::of(kv, &v);
         if let Some((t, slot)) = self.keys.backup_slot(&kv.key) {
             self.backups.entry(t).or_default().insert(slot, holder);
         } else if let Some(t) = self.keys.primary_task(&kv.key) {

@@ -50,11 +50,11 @@ use crate::{job::Job, keys::{Holder, JobStatus, Keys}};
 use crate::task::{Action, Context, Received, ServeRequest, Task};
 
 pub use crate::transport::TransportFaults;
-pub(crate) use crate::transport::{Answer, FetchFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
+pub(crate) use crate::transport::{Answer, CallFailure, Fetched, ReplicaEntry, Replication, Status, StatusKind};
 use lease::{Keeper, LeaseNews, SureUntil};
 use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
-use event_loop::{Effect, Event, Loop, Primary, Role, Vacancy};
+use event_loop::{Effect, Event, KeyHolder, Loop, Role, Vacancy};
 use outbox::{Outbox, RETRY_MIN};
 use serve::Replies;
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};

@@ -113,7 +113,7 @@ impl Outbox {
         &mut self,
         seq: u64,
         attempt: u32,
-        result: Result<Fetched, FetchFailure>,
+        result: Result<Fetched, CallFailure>,
         current: Option<u64>,
         me: TaskId,
         now: Instant,
@@ -122,7 +122,7 @@ impl Outbox {
         // Fencing: an answer from a node whose term has ended (a primary
         // that was replaced while it was paused, say) is not taken.
         let result = match result {
-            Ok(f) if current.is_some_and(|c| c > f.term) => Err(FetchFailure::Status(Status::new(
+            Ok(f) if current.is_some_and(|c| c > f.term) => Err(CallFailure::Status(Status::new(
                 StatusKind::StaleTerm,
                 format!("answered by term {}, but task {} has term {} now", f.term, o.to, current.unwrap_or(0)),
                 o.epoch,
@@ -144,24 +144,24 @@ impl Outbox {
         // reconnect tells a dead peer, by refusal, within a millisecond);
         // after that, and for other errors, back off.
         let backoff = match failure {
-            FetchFailure::Transport(_) if o.attempt <= 1 => Duration::ZERO,
+            CallFailure::Transport(_) if o.attempt <= 1 => Duration::ZERO,
             _ => (RETRY_MIN * o.attempt.min(16)).min(RETRY_MAX),
         };
         o.retry_at = now + backoff;
         let now_too = backoff.is_zero();
         match failure {
-            FetchFailure::Status(s) if s.kind.is_fatal() => {
+            CallFailure::Status(s) if s.kind.is_fatal() => {
                 let reason = format!("task {me} cannot fetch edge {} from task {}: {:?}: {}", o.edge, o.to, s.kind, s.detail);
                 self.fetches.remove(&seq);
                 Done::Fail(reason)
             }
-            FetchFailure::Status(s) if s.kind == StatusKind::StaleEpoch => {
+            CallFailure::Status(s) if s.kind == StatusKind::StaleEpoch => {
                 // The responder is ahead: this epoch is over here too once
                 // the coordinator's change arrives.
                 tracing::debug!(seq, detail = %s.detail, "stale epoch");
                 Done::Retry { now: now_too }
             }
-            FetchFailure::Refused(why) => {
+            CallFailure::Refused(why) => {
                 // Safe to free the task now rather than after its lease:
                 // terms fence a node that was only slow.
                 tracing::info!(task = o.to, term = o.sent_to_term, %why, "the task's primary is gone; freeing the task");
@@ -299,7 +299,7 @@ impl Loop {
         }
     }
 
-    pub(super) async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Fetched, FetchFailure>) -> Result<(), Exit> {
+    pub(super) async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Fetched, CallFailure>) -> Result<(), Exit> {
         let Some((me, _)) = self.role.primary() else { return Ok(()) };
         let current = self.outbox.target(seq).and_then(|t| self.primaries.get(&t)).map(|p| p.term);
         match self.outbox.done(seq, attempt, result, current, me, Instant::now()) {
@@ -338,12 +338,12 @@ impl Loop {
 mod tests {
     use super::*;
 
-    fn fetched(term: u64) -> Result<Fetched, FetchFailure> {
+    fn fetched(term: u64) -> Result<Fetched, CallFailure> {
         Ok(Fetched { frame: Arc::new(vec![7]), term })
     }
 
-    fn status(kind: StatusKind) -> Result<Fetched, FetchFailure> {
-        Err(FetchFailure::Status(Status::new(kind, "x", 0, 0)))
+    fn status(kind: StatusKind) -> Result<Fetched, CallFailure> {
+        Err(CallFailure::Status(Status::new(kind, "x", 0, 0)))
     }
 
     #[test]
@@ -355,7 +355,7 @@ mod tests {
         assert_eq!(a, Attempt { seq, attempt: 1, to: 1, edge: 3, epoch: 0 });
         let b = o.start(seq, Some(5), now).unwrap();
         // The first attempt's failure comes after the second went out.
-        assert_eq!(o.done(seq, a.attempt, Err(FetchFailure::Transport("cut".into())), Some(5), 0, now), Done::Stale);
+        assert_eq!(o.done(seq, a.attempt, Err(CallFailure::Transport("cut".into())), Some(5), 0, now), Done::Stale);
         assert!(matches!(o.done(seq, b.attempt, fetched(5), Some(5), 0, now), Done::Deliver { to: 1, edge: 3, epoch: 0, .. }));
         // A duplicate answer (another attempt's) finds nothing.
         assert_eq!(o.done(seq, a.attempt, fetched(5), Some(5), 0, now), Done::Stale);
@@ -381,7 +381,7 @@ mod tests {
         let mut o = Outbox::default();
         let seq = o.fetch(0, 1, 0, now);
         let a = o.start(seq, Some(1), now).unwrap();
-        assert_eq!(o.done(seq, a.attempt, Err(FetchFailure::Transport("cut".into())), Some(1), 0, now), Done::Retry { now: true });
+        assert_eq!(o.done(seq, a.attempt, Err(CallFailure::Transport("cut".into())), Some(1), 0, now), Done::Retry { now: true });
         for n in 2..40u32 {
             let a = o.start(seq, Some(1), now).unwrap();
             assert_eq!(a.attempt, n);
@@ -399,7 +399,7 @@ mod tests {
         let seq = o.fetch(0, 6, 0, now);
         let a = o.start(seq, Some(11), now).unwrap();
         assert_eq!(
-            o.done(seq, a.attempt, Err(FetchFailure::Refused("closed".into())), Some(11), 0, now),
+            o.done(seq, a.attempt, Err(CallFailure::Refused("closed".into())), Some(11), 0, now),
             Done::Evict { task: 6, term: 11, now: false }
         );
         let a = o.start(seq, Some(12), now).unwrap();

@@ -19,7 +19,7 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::faults::Injector;
 use super::proto::{self, FirstChunk};
-use super::{FetchFailure, FetchRequest, Fetched, Inbound, MetaFlag, Replication, Status, StatusKind, Transport, TransportFaults, CHUNK_BYTES};
+use super::{CallFailure, FetchRequest, Fetched, Inbound, MetaFlag, Replication, Status, StatusKind, Transport, TransportFaults, CHUNK_BYTES};
 use crate::message::Limits;
 use crate::protocol::taskgraph_capnp::node;
 use crate::spawn::Spawner;
@@ -73,7 +73,7 @@ impl Peers {
         (!c.ended.get()).then(|| c.client.clone())
     }
 
-    async fn client(&self, addr: SocketAddr) -> Result<node::Client, FetchFailure> {
+    async fn client(&self, addr: SocketAddr) -> Result<node::Client, CallFailure> {
         if let Some(client) = self.live_client(addr) {
             return Ok(client);
         }
@@ -83,10 +83,10 @@ impl Peers {
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
-            .map_err(|_| FetchFailure::Transport(format!("connecting to {addr} timed out")))?
+            .map_err(|_| CallFailure::Transport(format!("connecting to {addr} timed out")))?
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => FetchFailure::Refused(format!("{addr} refused the connection")),
-                _ => FetchFailure::Transport(format!("cannot connect to {addr}: {e}")),
+                std::io::ErrorKind::ConnectionRefused => CallFailure::Refused(format!("{addr} refused the connection")),
+                _ => CallFailure::Transport(format!("cannot connect to {addr}: {e}")),
             })?;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.compat().split();
@@ -137,7 +137,7 @@ impl Peers {
         }
     }
 
-    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Fetched, FetchFailure> {
+    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Fetched, CallFailure> {
         let client = self.client(addr).await?;
         let mut call = client.fetch_request();
         proto::write_request(req, call.get().init_request());
@@ -151,20 +151,20 @@ impl Peers {
             Ok(r) => r,
             Err(e) => {
                 self.disconnect(addr);
-                return Err(FetchFailure::Transport(e.to_string()));
+                return Err(CallFailure::Transport(e.to_string()));
             }
         };
         let FirstChunk { mut frame, total, chunks, transfer, term } = match response.get().and_then(|r| r.get_response()).and_then(proto::read_response) {
             Ok(Ok(first)) => first,
-            Ok(Err(status)) => return Err(FetchFailure::Status(status)),
-            Err(e) => return Err(FetchFailure::Invalid(e.to_string())),
+            Ok(Err(status)) => return Err(CallFailure::Status(status)),
+            Err(e) => return Err(CallFailure::Invalid(e.to_string())),
         };
         let total = usize::try_from(total).unwrap_or(usize::MAX);
         if total > self.limits.max_bytes {
             return Err(too_large(total, &self.limits, req));
         }
         if chunks as usize != total.div_ceil(CHUNK_BYTES).max(1) || frame.len() != total.min(CHUNK_BYTES) {
-            return Err(FetchFailure::Invalid(format!("inconsistent sizes: {total} bytes in {chunks} chunks, first {}", frame.len())));
+            return Err(CallFailure::Invalid(format!("inconsistent sizes: {total} bytes in {chunks} chunks, first {}", frame.len())));
         }
         frame.reserve_exact(total - frame.len());
         // The rest, up to CHUNKS_IN_FLIGHT requests at a time, so that the
@@ -182,49 +182,49 @@ impl Peers {
             let Some(response) = futures::StreamExt::next(&mut pending).await else { break };
             let response = response.map_err(|e| {
                 self.disconnect(addr);
-                FetchFailure::Transport(e.to_string())
+                CallFailure::Transport(e.to_string())
             })?;
-            let data = response.get().and_then(|r| r.get_data()).map_err(|e| FetchFailure::Invalid(e.to_string()))?;
+            let data = response.get().and_then(|r| r.get_data()).map_err(|e| CallFailure::Invalid(e.to_string()))?;
             frame.extend_from_slice(data);
         }
         if frame.len() != total {
-            return Err(FetchFailure::Invalid(format!("got {} bytes of {total}", frame.len())));
+            return Err(CallFailure::Invalid(format!("got {} bytes of {total}", frame.len())));
         }
         Ok(Fetched { frame: Arc::new(frame), term })
     }
 
-    async fn replicate_once(&self, addr: SocketAddr, batch: &Replication) -> Result<(Status, u64), FetchFailure> {
+    async fn replicate_once(&self, addr: SocketAddr, batch: &Replication) -> Result<(Status, u64), CallFailure> {
         let client = self.client(addr).await?;
         let mut call = client.replicate_request();
         proto::write_replication(batch, call.get().init_batch());
-        let response = call.send().promise.await.map_err(|e| FetchFailure::Transport(e.to_string()))?;
-        let r = response.get().map_err(|e| FetchFailure::Invalid(e.to_string()))?;
-        let status = r.get_status().and_then(proto::read_status).map_err(|e| FetchFailure::Invalid(e.to_string()))?;
+        let response = call.send().promise.await.map_err(|e| CallFailure::Transport(e.to_string()))?;
+        let r = response.get().map_err(|e| CallFailure::Invalid(e.to_string()))?;
+        let status = r.get_status().and_then(proto::read_status).map_err(|e| CallFailure::Invalid(e.to_string()))?;
         Ok((status, r.get_applied()))
     }
 
-    async fn flag_once(&self, addr: SocketAddr, flag: MetaFlag) -> Result<(), FetchFailure> {
+    async fn flag_once(&self, addr: SocketAddr, flag: MetaFlag) -> Result<(), CallFailure> {
         let client = self.client(addr).await?;
         let mut call = client.flag_request();
         proto::write_flag(&flag, call.get().init_flag());
-        let response = call.send().promise.await.map_err(|e| FetchFailure::Transport(e.to_string()))?;
+        let response = call.send().promise.await.map_err(|e| CallFailure::Transport(e.to_string()))?;
         let status = response
             .get()
             .and_then(|r| r.get_status())
             .and_then(proto::read_status)
-            .map_err(|e| FetchFailure::Invalid(e.to_string()))?;
+            .map_err(|e| CallFailure::Invalid(e.to_string()))?;
         if status.kind == StatusKind::Ok {
             Ok(())
         } else {
-            Err(FetchFailure::Status(status))
+            Err(CallFailure::Status(status))
         }
     }
 }
 
 /// How a client refuses a reply larger than its limits allow (any
 /// transport).
-pub(super) fn too_large(total: usize, limits: &Limits, req: &FetchRequest) -> FetchFailure {
-    FetchFailure::Status(Status::new(
+pub(super) fn too_large(total: usize, limits: &Limits, req: &FetchRequest) -> CallFailure {
+    CallFailure::Status(Status::new(
         StatusKind::TooLarge,
         format!("a {total}-byte message exceeds the limit of {} bytes (raise Job::limits)", limits.max_bytes),
         req.epoch,
@@ -233,22 +233,22 @@ pub(super) fn too_large(total: usize, limits: &Limits, req: &FetchRequest) -> Fe
 }
 
 impl Transport for Peers {
-    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, FetchFailure>>> {
+    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, CallFailure>>> {
         Box::pin(async move {
             let req = &req;
             self.faults.fetch(attempt, |cut| self.fetch_once(addr, req, cut)).await
         })
     }
 
-    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), FetchFailure>> {
+    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), CallFailure>> {
         Box::pin(self.flag_once(addr, flag))
     }
 
-    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), FetchFailure>> {
+    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), CallFailure>> {
         Box::pin(self.replicate_once(addr, batch))
     }
 
-    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), FetchFailure>> {
+    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), CallFailure>> {
         Box::pin(async move { self.client(addr).await.map(|_| ()) })
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{FetchFailure, FetchRequest, Fetched, Inbound, MetaFlag, Network, ReplicaEntry, Replication, Shared, Status, StatusKind};
+use super::{CallFailure, FetchRequest, Fetched, Inbound, MetaFlag, Network, ReplicaEntry, Replication, Shared, Status, StatusKind};
 use super::{Transport, TransportFaults, CHUNK_BYTES, REPLICA_BATCH_BYTES};
 use crate::message::Limits;
 use crate::spawn::Spawner;
@@ -123,7 +123,7 @@ fn content(e: &ReplicaEntry) -> (u8, Vec<u8>, u64, bool) {
     }
 }
 
-pub(super) fn only(check: &str, mut results: Vec<Result<Fetched, FetchFailure>>) -> Result<Fetched, FetchFailure> {
+pub(super) fn only(check: &str, mut results: Vec<Result<Fetched, CallFailure>>) -> Result<Fetched, CallFailure> {
     assert_eq!(results.len(), 1, "{check}: one fetch without faults gave {} results", results.len());
     results.remove(0)
 }
@@ -152,7 +152,7 @@ pub(super) async fn fetch_is_delivered(network: Network) {
         reply.send(Err(stale.clone())).unwrap();
     });
     match only(check, results) {
-        Err(FetchFailure::Status(s)) => assert_eq!(s, stale, "{check}: the status arrived changed"),
+        Err(CallFailure::Status(s)) => assert_eq!(s, stale, "{check}: the status arrived changed"),
         other => panic!("{check}: an error status came back as {}", brief(&other)),
     }
 }
@@ -174,7 +174,7 @@ pub(super) async fn flag_is_delivered(network: Network) {
         let Inbound::Flag(_, reply) = b.next().await else { panic!("{check}: not a flag") };
         reply.send(refused.clone()).unwrap();
     });
-    assert!(matches!(&result, Err(FetchFailure::Status(s)) if *s == refused), "{check}: a refused flag gave {result:?}");
+    assert!(matches!(&result, Err(CallFailure::Status(s)) if *s == refused), "{check}: a refused flag gave {result:?}");
 }
 
 /// A replication batch reaches the backup with every entry's content (a
@@ -238,7 +238,7 @@ pub(super) async fn limits_are_enforced(network: Network) {
     let b_addr = b.addr;
     let served = b.answer_all(frame((1 << 20) + 1));
     match only(check, a.peers.fetch(b_addr, request(1), 1).await) {
-        Err(FetchFailure::Status(s)) if s.kind == StatusKind::TooLarge && s.detail.contains("limit") => {}
+        Err(CallFailure::Status(s)) if s.kind == StatusKind::TooLarge && s.detail.contains("limit") => {}
         other => panic!("{check}: a reply over the limit gave {}", brief(&other)),
     }
     assert!(a.quiet().await.is_none(), "{check}: a refused reply broke the connection");
@@ -246,13 +246,13 @@ pub(super) async fn limits_are_enforced(network: Network) {
     let before = served.get();
     let result = a.peers.flag(b_addr, flag(huge.clone())).await;
     assert!(
-        matches!(&result, Err(FetchFailure::Transport(e)) if e.contains("too large")),
+        matches!(&result, Err(CallFailure::Transport(e)) if e.contains("too large")),
         "{check}: a flag over the receive limit gave {result:?}"
     );
     assert!(matches!(a.next().await, Inbound::PeerGone(addr) if addr == b_addr), "{check}: no PeerGone after an oversized flag");
     let result = a.peers.replicate(b_addr, &batch(vec![ReplicaEntry::Update(Arc::new(huge))])).await;
     assert!(
-        matches!(&result, Err(FetchFailure::Transport(e)) if e.contains("too large")),
+        matches!(&result, Err(CallFailure::Transport(e)) if e.contains("too large")),
         "{check}: a batch over the receive limit gave {result:?}"
     );
     assert!(matches!(a.next().await, Inbound::PeerGone(addr) if addr == b_addr), "{check}: no PeerGone after an oversized batch");
@@ -275,7 +275,7 @@ pub(super) async fn stopped_peer_is_gone(network: Network) {
     });
     drop(held);
     match only(check, results) {
-        Err(FetchFailure::Transport(_)) => {}
+        Err(CallFailure::Transport(_)) => {}
         other => panic!("{check}: a fetch in flight to a stopped peer gave {}", brief(&other)),
     }
     match a.next().await {
@@ -285,7 +285,7 @@ pub(super) async fn stopped_peer_is_gone(network: Network) {
     assert!(!a.peers.connected(b.addr), "{check}: still connected to a stopped peer");
     assert!(a.peers.refused(b.addr).await, "{check}: a stopped peer is not refused");
     let result = a.peers.connect(b.addr).await;
-    assert!(matches!(result, Err(FetchFailure::Refused(_))), "{check}: connecting to a stopped peer gave {result:?}");
+    assert!(matches!(result, Err(CallFailure::Refused(_))), "{check}: connecting to a stopped peer gave {result:?}");
     assert!(a.quiet().await.is_none(), "{check}: more news after PeerGone");
 }
 
@@ -296,11 +296,11 @@ pub(super) async fn nothing_listening_is_refused(network: Network) {
     let gone = network.listen(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("listen").addr();
     assert!(a.peers.refused(gone).await, "{check}: an address nobody listens at is not refused");
     let fetch = only(check, a.peers.fetch(gone, request(1), 1).await);
-    assert!(matches!(fetch, Err(FetchFailure::Refused(_))), "{check}: a fetch gave {}", brief(&fetch));
+    assert!(matches!(fetch, Err(CallFailure::Refused(_))), "{check}: a fetch gave {}", brief(&fetch));
     let flagged = a.peers.flag(gone, flag(Vec::new())).await;
-    assert!(matches!(flagged, Err(FetchFailure::Refused(_))), "{check}: a flag gave {flagged:?}");
+    assert!(matches!(flagged, Err(CallFailure::Refused(_))), "{check}: a flag gave {flagged:?}");
     let replicated = a.peers.replicate(gone, &batch(Vec::new())).await;
-    assert!(matches!(replicated, Err(FetchFailure::Refused(_))), "{check}: a batch gave {replicated:?}");
+    assert!(matches!(replicated, Err(CallFailure::Refused(_))), "{check}: a batch gave {replicated:?}");
     assert!(!a.peers.connected(gone), "{check}: connected to nobody");
 }
 
@@ -337,7 +337,7 @@ pub(super) async fn cuts_are_injected(network: Network) {
     let (cut, held) = tokio::join!(a.peers.fetch(b.addr, request(1), 1), b.quiet());
     drop(held);
     let cut = only(check, cut);
-    assert!(matches!(cut, Err(FetchFailure::Transport(_))), "{check}: a cut fetch gave {}", brief(&cut));
+    assert!(matches!(cut, Err(CallFailure::Transport(_))), "{check}: a cut fetch gave {}", brief(&cut));
     assert!(!a.peers.connected(b.addr), "{check}: still connected after a cut");
     let sent = frame(3000);
     let (retry, ()) = tokio::join!(a.peers.fetch(b.addr, request(1), 2), async {
@@ -352,7 +352,7 @@ pub(super) async fn cuts_are_injected(network: Network) {
 }
 
 /// A fetch's result, without its bytes.
-pub(super) fn brief(r: &Result<Fetched, FetchFailure>) -> String {
+pub(super) fn brief(r: &Result<Fetched, CallFailure>) -> String {
     match r {
         Ok(f) => format!("Ok({} bytes, term {})", f.frame.len(), f.term),
         Err(e) => format!("{e:?}"),

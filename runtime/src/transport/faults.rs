@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::future::Future;
 
-use super::{FetchFailure, Fetched};
+use super::{CallFailure, Fetched};
 
 /// Faults the client side injects, to test exactly-once delivery.
 #[derive(Clone, Debug, Default)]
@@ -37,9 +37,9 @@ impl Injector {
     /// sends it once and, when told `true`, cuts the connection with the
     /// request out: once, twice (duplicates), or once cut. One result per
     /// send.
-    pub(super) async fn fetch<F>(&self, attempt: u32, once: impl Fn(bool) -> F) -> Vec<Result<Fetched, FetchFailure>>
+    pub(super) async fn fetch<F>(&self, attempt: u32, once: impl Fn(bool) -> F) -> Vec<Result<Fetched, CallFailure>>
     where
-        F: Future<Output = Result<Fetched, FetchFailure>>,
+        F: Future<Output = Result<Fetched, CallFailure>>,
     {
         let n = self.fetches.get() + 1;
         self.fetches.set(n);

@@ -11,8 +11,8 @@
 //!   larger than the client's limits is refused as `TooLarge`;
 //! * one connection per peer address: when its listener goes (its node
 //!   stops) or a test cuts it ([`MemoryNetwork::cut`]), calls in flight
-//!   fail as `FetchFailure::Transport` and the client's node hears
-//!   `Inbound::PeerGone`; nobody listening is `FetchFailure::Refused`;
+//!   fail as `CallFailure::Transport` and the client's node hears
+//!   `Inbound::PeerGone`; nobody listening is `CallFailure::Refused`;
 //! * faults are injected by the same [`Injector`] as for TCP.
 //!
 //! Addresses are made up: the requested one, or for port 0 the next port
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::too_large;
 use super::faults::Injector;
 use super::proto;
-use super::{FetchFailure, FetchRequest, Fetched, Inbound, Listener, MetaFlag, Reply, Replication, Shared, Status, StatusKind};
+use super::{CallFailure, FetchRequest, Fetched, Inbound, Listener, MetaFlag, Reply, Replication, Shared, Status, StatusKind};
 use super::{Transport, TransportFaults};
 use crate::message::Limits;
 use crate::protocol::taskgraph_capnp::{fetch_request, meta_flag, replication};
@@ -135,10 +135,10 @@ impl MemoryNetwork {
         self.registry().listeners.contains_key(&addr)
     }
 
-    fn open(&self, addr: SocketAddr) -> Result<(mpsc::UnboundedSender<Call>, CancellationToken), FetchFailure> {
+    fn open(&self, addr: SocketAddr) -> Result<(mpsc::UnboundedSender<Call>, CancellationToken), CallFailure> {
         match self.registry().listeners.get(&addr) {
             Some(entry) => Ok((entry.calls.clone(), entry.link.child_token())),
-            None => Err(FetchFailure::Refused(format!("{addr} refused the connection"))),
+            None => Err(CallFailure::Refused(format!("{addr} refused the connection"))),
         }
     }
 
@@ -267,7 +267,7 @@ impl MemoryPeers {
         (!c.ended.is_cancelled()).then(|| (c.calls.clone(), c.ended.clone()))
     }
 
-    fn connection(&self, addr: SocketAddr) -> Result<(mpsc::UnboundedSender<Call>, CancellationToken), FetchFailure> {
+    fn connection(&self, addr: SocketAddr) -> Result<(mpsc::UnboundedSender<Call>, CancellationToken), CallFailure> {
         if let Some(live) = self.live(addr) {
             return Ok(live);
         }
@@ -293,7 +293,7 @@ impl MemoryPeers {
 
     /// Makes one call: `request` writes it (an `Err`: too large to
     /// receive), `cut` drops the connection once it is out.
-    async fn call<T>(&self, addr: SocketAddr, cut: bool, request: impl FnOnce(Return<T>) -> Result<Request, capnp::Error>) -> Result<T, FetchFailure> {
+    async fn call<T>(&self, addr: SocketAddr, cut: bool, request: impl FnOnce(Return<T>) -> Result<Request, capnp::Error>) -> Result<T, CallFailure> {
         let (calls, ended) = self.connection(addr)?;
         let (ret, result) = oneshot::channel();
         match request(ret) {
@@ -304,7 +304,7 @@ impl MemoryPeers {
                 // The receiver refuses the message, and the connection
                 // that brought it: it ends by itself, as far as we know.
                 ended.cancel();
-                return Err(FetchFailure::Transport(refused.to_string()));
+                return Err(CallFailure::Transport(refused.to_string()));
             }
         }
         if cut {
@@ -314,16 +314,16 @@ impl MemoryPeers {
         }
         tokio::select! {
             biased;
-            _ = ended.cancelled() => Err(FetchFailure::Transport(format!("the connection to {addr} ended"))),
+            _ = ended.cancelled() => Err(CallFailure::Transport(format!("the connection to {addr} ended"))),
             result = result => match result {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(exception)) => Err(FetchFailure::Transport(exception)),
-                Err(_) => Err(FetchFailure::Transport(format!("the connection to {addr} ended"))),
+                Ok(Err(exception)) => Err(CallFailure::Transport(exception)),
+                Err(_) => Err(CallFailure::Transport(format!("the connection to {addr} ended"))),
             },
         }
     }
 
-    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Fetched, FetchFailure> {
+    async fn fetch_once(&self, addr: SocketAddr, req: &FetchRequest, cut: bool) -> Result<Fetched, CallFailure> {
         let request = |ret| {
             let req = proto::through_wire::<fetch_request::Owned, _>(|b| proto::write_request(req, b), proto::read_request)?;
             Ok(Request::Fetch(req.map_err(|e| e.to_string()), ret))
@@ -331,16 +331,16 @@ impl MemoryPeers {
         match self.call(addr, cut, request).await {
             Ok(Ok(fetched)) if fetched.frame.len() > self.limits.max_bytes => Err(too_large(fetched.frame.len(), &self.limits, req)),
             Ok(Ok(fetched)) => Ok(fetched),
-            Ok(Err(status)) => Err(FetchFailure::Status(status)),
-            Err(FetchFailure::Transport(e)) => {
+            Ok(Err(status)) => Err(CallFailure::Status(status)),
+            Err(CallFailure::Transport(e)) => {
                 self.disconnect(addr);
-                Err(FetchFailure::Transport(e))
+                Err(CallFailure::Transport(e))
             }
             Err(other) => Err(other),
         }
     }
 
-    async fn flag_once(&self, addr: SocketAddr, flag: MetaFlag) -> Result<(), FetchFailure> {
+    async fn flag_once(&self, addr: SocketAddr, flag: MetaFlag) -> Result<(), CallFailure> {
         let request = |ret| {
             let flag = proto::through_wire::<meta_flag::Owned, _>(|b| proto::write_flag(&flag, b), proto::read_flag)?;
             Ok(Request::Flag(flag.map_err(|e| e.to_string()), ret))
@@ -349,11 +349,11 @@ impl MemoryPeers {
         if status.kind == StatusKind::Ok {
             Ok(())
         } else {
-            Err(FetchFailure::Status(status))
+            Err(CallFailure::Status(status))
         }
     }
 
-    async fn replicate_once(&self, addr: SocketAddr, batch: &Replication) -> Result<(Status, u64), FetchFailure> {
+    async fn replicate_once(&self, addr: SocketAddr, batch: &Replication) -> Result<(Status, u64), CallFailure> {
         let request = |ret| {
             let batch = proto::through_wire::<replication::Owned, _>(|b| proto::write_replication(batch, b), proto::read_replication)?;
             Ok(Request::Replicate(batch.map_err(|e| e.to_string()), ret))
@@ -363,22 +363,22 @@ impl MemoryPeers {
 }
 
 impl Transport for MemoryPeers {
-    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, FetchFailure>>> {
+    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, CallFailure>>> {
         Box::pin(async move {
             let req = &req;
             self.faults.fetch(attempt, |cut| self.fetch_once(addr, req, cut)).await
         })
     }
 
-    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), FetchFailure>> {
+    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), CallFailure>> {
         Box::pin(self.flag_once(addr, flag))
     }
 
-    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), FetchFailure>> {
+    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), CallFailure>> {
         Box::pin(self.replicate_once(addr, batch))
     }
 
-    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), FetchFailure>> {
+    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), CallFailure>> {
         Box::pin(async move { self.connection(addr).map(|_| ()) })
     }
 
@@ -397,7 +397,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::super::conformance::{brief, frame, only, request, End};
-    use super::super::{FetchFailure, Inbound, Network};
+    use super::super::{CallFailure, Inbound, Network};
     use super::MemoryNetwork;
 
     fn run(check: impl std::future::Future<Output = ()>) {
@@ -438,7 +438,7 @@ mod tests {
             });
             drop(held);
             let failed = only(check, results);
-            assert!(matches!(failed, Err(FetchFailure::Transport(_))), "a fetch in flight across a cut gave {}", brief(&failed));
+            assert!(matches!(failed, Err(CallFailure::Transport(_))), "a fetch in flight across a cut gave {}", brief(&failed));
             assert!(matches!(a.next().await, Inbound::PeerGone(addr) if addr == b.addr));
             assert!(!a.peers.connected(b.addr) && !a.peers.refused(b.addr).await);
             let sent = frame(10);

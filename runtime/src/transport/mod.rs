@@ -4,7 +4,7 @@
 //! ([`Shared`]).
 //!
 //! * The vocabulary ([`FetchRequest`], [`MetaFlag`], [`Replication`],
-//!   [`Status`], [`FetchFailure`], ...) is the node's view of
+//!   [`Status`], [`CallFailure`], ...) is the node's view of
 //!   `schemas/taskgraph.capnp`; [`proto`] maps it to capnp and back, both
 //!   directions, in one place.
 //! * [`Transport`] is a node's client side: one connection per peer
@@ -162,10 +162,13 @@ pub(crate) struct Replication {
     pub(crate) end: u64,
 }
 
-/// Why one attempt of a call failed (the texts are for logs).
+/// Why one attempt of a call (a fetch, a flag, a replication batch)
+/// failed (the texts are for logs).
 #[derive(Clone, Debug)]
+// The texts are read only through `Debug` (in logs), which dead-code
+// analysis does not count.
 #[allow(dead_code)]
-pub(crate) enum FetchFailure {
+pub(crate) enum CallFailure {
     /// The connection broke or could not be made.
     Transport(String),
     /// Nothing listens at the node's address: its process is gone (strong
@@ -259,18 +262,18 @@ impl Shared {
 pub(crate) trait Transport {
     /// Fetches once (twice, with duplicate injection): one result per
     /// send. `attempt` counts from 1 (only first attempts are cut).
-    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, FetchFailure>>>;
+    fn fetch(&self, addr: SocketAddr, req: FetchRequest, attempt: u32) -> LocalBoxFuture<'_, Vec<Result<Fetched, CallFailure>>>;
 
     /// Sends a meta flag: `Ok` once the peer took it.
-    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), FetchFailure>>;
+    fn flag(&self, addr: SocketAddr, flag: MetaFlag) -> LocalBoxFuture<'_, Result<(), CallFailure>>;
 
     /// Sends a batch of a replication stream to a backup; its status and
     /// the position it has applied up to.
-    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), FetchFailure>>;
+    fn replicate<'a>(&'a self, addr: SocketAddr, batch: &'a Replication) -> LocalBoxFuture<'a, Result<(Status, u64), CallFailure>>;
 
     /// Opens (or keeps) a connection to `addr`: its ending by itself is
     /// then reported as [`Inbound::PeerGone`].
-    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), FetchFailure>>;
+    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<'_, Result<(), CallFailure>>;
 
     /// Whether a live connection to `addr` is open.
     fn connected(&self, addr: SocketAddr) -> bool;

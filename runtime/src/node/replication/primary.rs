@@ -48,7 +48,7 @@ impl Loop {
                     other => {
                         // A closed port, or a lapsed lease, is gone; an
                         // answer late while the backup's key lives is slow.
-                        let refused = matches!(other, Ok(Err(FetchFailure::Refused(_))));
+                        let refused = matches!(other, Ok(Err(CallFailure::Refused(_))));
                         let alive = !refused && matches!(coord.get(&key).await, Ok(Some(kv)) if kv.create_revision as u64 == b.term);
                         let what = format!("{:?}", other.map(|r| r.map(|(s, _)| s.kind)));
                         if alive { ReplicaAnswer::Slow } else { ReplicaAnswer::Gone(what) }
@@ -88,7 +88,7 @@ impl Loop {
     /// ready, or be another node's by now), and it counts no more once
     /// that is done (`Event::BackupDropped`): until then, its key may say
     /// it holds everything, so effects wait.
-    pub(in crate::node) fn drop_backup(&mut self, t: TaskId, slot: u32, b: Primary) {
+    pub(in crate::node) fn drop_backup(&mut self, t: TaskId, slot: u32, b: KeyHolder) {
         self.sending.dropping(slot);
         let (coord, key, tx) = (self.cfg.coord.clone(), self.keys.backup(t, slot), self.tx.clone());
         self.spawner.spawn(async move {
