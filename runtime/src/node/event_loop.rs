@@ -154,6 +154,8 @@ pub(super) struct Loop {
     pub(super) outbox: Outbox,
     /// The epoch's replies, and requests and flags that came early.
     pub(super) replies: Replies,
+    /// When this node last had the lane check it still holds its key.
+    pub(super) last_check: Option<Instant>,
     /// Tasks whose primary key was seen deleted (for backups and spares
     /// to claim; see `fill_vacancy`).
     pub(super) vacant: HashMap<TaskId, Vacancy>,

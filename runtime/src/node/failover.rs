@@ -302,23 +302,17 @@ impl Loop {
         });
     }
 
-    /// Whether this node still holds its task's key with its term (it may
-    /// have lost it while paused, before its watch says so). If the key is
-    /// gone and nobody else took the task, it takes it again (`rejoin`).
-    pub(super) async fn still_primary(&mut self) -> bool {
-        let Some((me, term)) = self.role.primary() else { return false };
-        // Within the lease's certain life, and with no deletion of our key
-        // seen (that makes the node rejoin at once), we hold it: no round
-        // trip. Past it (this node or the coordinator was paused, say), ask.
-        if Instant::now() < self.lease_sure_until.get() {
-            return true;
+    /// Has the lane check that this node still holds its task's key (it
+    /// may have lost it while paused, before its watch says so): if not,
+    /// the loop hears `Written::NotPrimary` and steps down, or
+    /// `KeyGone` and takes it again. At most one check per 100 ms (a
+    /// stranger may name a newer term in every request).
+    pub(super) fn check_primary(&mut self) {
+        if self.role.primary().is_none() || self.last_check.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+            return;
         }
-        let key = self.keys.primary(me);
-        match patiently(|| self.cfg.coord.get(&key)).await {
-            Ok(Some(kv)) => kv.create_revision as u64 == term,
-            Ok(None) => self.rejoin().await.is_ok() && self.role.primary().is_some(),
-            Err(_) => false,
-        }
+        self.last_check = Some(Instant::now());
+        self.lane.submit(Write::Check);
     }
 
     /// If this node's lease is in doubt (no keep-alive has succeeded for a

@@ -340,6 +340,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         primaries: HashMap::new(),
         outbox: Outbox::default(),
         replies: Replies::default(),
+        last_check: None,
         vacant: HashMap::new(),
         pending: Default::default(),
         lane,

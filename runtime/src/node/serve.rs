@@ -200,10 +200,10 @@ impl Loop {
             let _ = respond.send(Err(status));
             // A request naming a newer term is a claim, not proof (a rogue
             // client can send anything): step down only if the coordinator
-            // confirms this node no longer holds the task.
-            if replaced && self.role.primary().is_some() && !self.still_primary().await {
-                tracing::warn!(node = self.cfg.node_id, "a newer primary of this task exists: stepping down");
-                return Err(NodeExit::Replaced { task: req.to_task });
+            // confirms this node no longer holds the task (the lane checks,
+            // off the loop).
+            if replaced {
+                self.check_primary();
             }
             return Ok(());
         }

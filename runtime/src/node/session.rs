@@ -63,6 +63,10 @@ pub(super) enum Write {
     End(JobStatus),
     /// Any node ends the job (a check failed): no key needed.
     EndUnguarded(JobStatus),
+    /// Nothing to write: only the check that this node still holds its
+    /// key (someone named a newer term of its task). If it does not, the
+    /// loop hears `NotPrimary` (or `KeyGone`).
+    Check,
 }
 
 /// What became of a write, as the loop hears of it.
@@ -157,6 +161,9 @@ async fn run(
                 Err(None) => continue,
             }
         }
+        if let Write::Check = write {
+            continue;
+        }
         let records = matches!(write, Write::Records { .. });
         if let Err(error) = perform(&*setup.coord, &setup.keys, write).await {
             tracing::warn!(node = setup.node_id, %error, "a write to the coordinator failed");
@@ -219,6 +226,7 @@ async fn perform(coord: &dyn Coordinator, keys: &Keys, write: Write) -> CoordRes
             }
             Ok(())
         }
+        Write::Check => Ok(()),
         Write::End(status) | Write::EndUnguarded(status) => {
             let (key, value) = (keys.status(), status.encode());
             // Not swapped: the job had ended already.

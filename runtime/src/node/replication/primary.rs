@@ -67,10 +67,8 @@ impl Loop {
         match next {
             ReplicaNext::Send => {}
             ReplicaNext::CheckPrimary(why) => {
-                if !self.still_primary().await {
-                    tracing::warn!(task = me, detail = %why, "a newer primary exists: stepping down");
-                    return Err(NodeExit::Replaced { task: me });
-                }
+                tracing::debug!(task = me, detail = %why, "a backup names a newer primary: checking");
+                self.check_primary();
             }
             ReplicaNext::Drop(why) => {
                 if let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() {
