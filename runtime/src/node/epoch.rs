@@ -102,14 +102,20 @@ impl Loop {
         if self.role.primary().is_none() {
             return Ok(());
         }
-        let puts: Vec<(String, Vec<u8>)> = records
+        let puts = self.record_puts(records);
+        self.effect(Effect::Write(Write::Records { puts, advance: Some(from) })).await
+    }
+
+    /// The coordinator writes of the `Record`s among `actions` (the others
+    /// are dropped).
+    pub(super) fn record_puts(&self, actions: impl IntoIterator<Item = Action>) -> Vec<(String, Vec<u8>)> {
+        actions
             .into_iter()
             .filter_map(|a| match a {
                 Action::Record { name, value } => Some((self.keys.record(&name), value)),
                 _ => None,
             })
-            .collect();
-        self.effect(Effect::Write(Write::Records { puts, advance: Some(from) })).await
+            .collect()
     }
 
     /// Runs `effect` once every backup holds what the task did before it
@@ -121,8 +127,13 @@ impl Loop {
             self.pump();
             return Ok(());
         }
+        self.run_effect(effect, self.epoch).await
+    }
+
+    /// Does `effect`, asked for at `epoch`, now.
+    pub(super) async fn run_effect(&mut self, effect: Effect, epoch: Epoch) -> Result<(), Exit> {
         match effect {
-            Effect::Action(action) => self.perform(action, self.epoch).await,
+            Effect::Action(action) => self.perform(action, epoch).await,
             Effect::Write(write) => {
                 self.lane.submit(write);
                 Ok(())
@@ -147,14 +158,13 @@ impl Loop {
                     return Ok(());
                 }
                 let key = (request.edge, request.from);
-                if self.replies.is_ready(key) || self.replying.contains(&key) {
+                if self.replies.is_ready(key) || self.gate.items().any(|(_, e)| e.replies_to(key)) {
                     tracing::warn!(task = me, ?request, "replied twice; keeping the first reply");
                     return Ok(());
                 }
                 if self.cfg.job.replicas_of(me) > 1 {
                     // The backups get the reply before the requester does.
                     self.stream.push_served(request.epoch, request.edge, request.from, &frame);
-                    self.replying.insert(key);
                 }
                 self.effect(Effect::Action(Action::Reply { request, frame })).await
             }
@@ -176,7 +186,6 @@ impl Loop {
                 self.send(seq);
             }
             Action::Reply { request, frame } => {
-                self.replying.remove(&(request.edge, request.from));
                 if request.epoch != self.epoch {
                     return Ok(());
                 }
@@ -207,7 +216,8 @@ impl Loop {
             // Written off the loop, in order, while this node holds its
             // task's key (see `session`).
             Action::Record { name, value } => {
-                self.lane.submit(Write::Records { puts: vec![(self.keys.record(&name), value)], advance: None });
+                let puts = self.record_puts([Action::Record { name, value }]);
+                self.lane.submit(Write::Records { puts, advance: None });
             }
             Action::Advance { from } => self.lane.submit(Write::Records { puts: Vec::new(), advance: Some(from) }),
             Action::End { failure } => self.lane.submit(Write::End(job_status(failure))),

@@ -51,6 +51,13 @@ pub(super) enum Effect {
     Write(Write),
 }
 
+impl Effect {
+    /// Whether this is the reply to the fetch of (edge, requester) `key`.
+    pub(super) fn replies_to(&self, key: (u32, TaskId)) -> bool {
+        matches!(self, Effect::Action(Action::Reply { request, .. }) if (request.edge, request.from) == key)
+    }
+}
+
 /// The node holding one of a task's keys (its primary key or a backup
 /// slot), as this node knows it.
 #[derive(Clone, Copy, Debug)]
@@ -164,11 +171,9 @@ pub(super) struct Loop {
     /// Records, epoch advances and the job's end, written in order off
     /// the loop (see `session`).
     pub(super) lane: Lane,
-    /// On a primary: its backups' progress, the effects waiting for them,
-    /// and the replies among those (by edge and requester).
+    /// On a primary: its backups' progress, and the effects waiting for them.
     pub(super) sending: Sending,
     pub(super) gate: Gate<Effect>,
-    pub(super) replying: std::collections::HashSet<(u32, TaskId)>,
 }
 
 impl Loop {

@@ -250,13 +250,13 @@ impl Loop {
         let epoch = self.epoch;
         let kept = std::mem::take(&mut old.served).into_iter().filter(|(_, (e, _))| *e == epoch).map(|(k, (_, frame))| (k, frame));
         self.replies.adopt(epoch, kept);
-        self.restart_stream(t, term, old);
+        self.restart_stream(term, old);
     }
 
     /// The stream of this primary's new term `term`, from the state it
     /// holds (`old` is the stream it followed or wrote before): every
     /// backup starts over from it.
-    pub(super) fn restart_stream(&mut self, t: TaskId, term: u64, old: Stream) {
+    pub(super) fn restart_stream(&mut self, term: u64, old: Stream) {
         self.stream = if old.snapshots {
             let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
             let mut stream = Stream::begin(term, true, ReplicaEntry::Snapshot(Arc::new(snapshot)));
@@ -275,7 +275,6 @@ impl Loop {
                 }
             }
         }
-        let _ = t;
         self.track_backups();
     }
 
@@ -383,7 +382,7 @@ impl Loop {
                     self.vacant.remove(&t);
                     if self.cfg.job.replicas_of(t) > 1 {
                         let old = std::mem::take(&mut self.stream);
-                        self.restart_stream(t, term, old);
+                        self.restart_stream(term, old);
                     }
                     self.call(|task, cx| task.became_primary(cx, term));
                     Ok(())

@@ -25,13 +25,7 @@ impl Loop {
                 }
                 self.call(|task, cx| task.exit(cx));
                 let pending = std::mem::take(&mut self.pending);
-                let puts: Vec<(String, Vec<u8>)> = pending
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        Action::Record { name, value } => Some((self.keys.record(&name), value)),
-                        _ => None,
-                    })
-                    .collect();
+                let puts = self.record_puts(pending);
                 // (No backup needs them: the job is over, nobody takes over.)
                 if !puts.is_empty() {
                     self.lane.submit(Write::Records { puts, advance: None });

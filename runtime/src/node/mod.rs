@@ -346,7 +346,6 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         lane,
         sending: Sending::default(),
         gate: Gate::default(),
-        replying: Default::default(),
         cfg,
     };
     let exit = node.main(snapshot, rx, lease_rx).await;

@@ -161,9 +161,6 @@ async fn run(
                 Err(None) => continue,
             }
         }
-        if let Write::Check = write {
-            continue;
-        }
         let records = matches!(write, Write::Records { .. });
         if let Err(error) = perform(&*setup.coord, &setup.keys, write).await {
             tracing::warn!(node = setup.node_id, %error, "a write to the coordinator failed");

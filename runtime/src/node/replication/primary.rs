@@ -111,10 +111,7 @@ impl Loop {
     /// Runs the effects whose stream position every backup holds now.
     pub(in crate::node) async fn release(&mut self) -> Result<(), Exit> {
         for (epoch, effect) in self.gate.release(self.synced()) {
-            match effect {
-                Effect::Action(action) => self.perform(action, epoch).await?,
-                Effect::Write(write) => self.lane.submit(write),
-            }
+            self.run_effect(effect, epoch).await?;
         }
         Ok(())
     }
