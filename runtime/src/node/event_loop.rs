@@ -41,6 +41,8 @@ pub(super) enum Event {
     BackupDropped { task: TaskId, slot: u32, term: u64 },
     /// A backup answered attempt `attempt` of a batch of the stream.
     Replicated { slot: u32, attempt: u64, answer: ReplicaAnswer },
+    /// An attempt to take a task (or this node's keys again) finished.
+    Took(super::takeover::Took),
 }
 
 /// Something others see, in the order the task asked for it: waits for the
@@ -70,13 +72,15 @@ pub(super) struct KeyHolder {
     pub(super) mod_revision: i64,
     /// A backup that has caught up with its primary (see `Holder`).
     pub(super) ready: bool,
+    /// The lease the key lives under (it goes with it).
+    pub(super) lease: Option<LeaseId>,
 }
 
 impl KeyHolder {
     /// The holder of `kv`, whose value reads `value`; its term is the
     /// key's creation revision.
     pub(super) fn of(kv: &KeyValue, value: &Holder) -> Self {
-        KeyHolder { node: value.node, addr: value.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: value.ready }
+        KeyHolder { node: value.node, addr: value.addr, term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: value.ready, lease: kv.lease }
     }
 }
 
@@ -163,6 +167,8 @@ pub(super) struct Loop {
     pub(super) replies: Replies,
     /// When this node last had the lane check it still holds its key.
     pub(super) last_check: Option<Instant>,
+    /// The attempt to take a task in flight, if any (see `takeover`).
+    pub(super) taking: super::takeover::Taking,
     /// Tasks whose primary key was seen deleted (for backups and spares
     /// to claim; see `fill_vacancy`).
     pub(super) vacant: HashMap<TaskId, Vacancy>,
@@ -191,9 +197,7 @@ impl Loop {
         if let JobStatus::Done | JobStatus::Failed(_) = self.status {
             return NodeExit::JobEnded(self.status.clone());
         }
-        if let Err(exit) = self.find_work().await {
-            return exit;
-        }
+        self.find_work();
         let mut tick = tokio::time::interval(RETRY_MIN);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -202,7 +206,7 @@ impl Loop {
                     Some(event) => self.handle(event).await,
                     None => Err(NodeExit::CoordinatorError("the node's event channel closed".into())),
                 },
-                Some(news) = lease_rx.recv() => self.on_lease_news(news).await,
+                Some(news) = lease_rx.recv() => self.on_lease_news(news),
                 _ = tick.tick() => self.retry_due().await,
             };
             if result.is_ok() {
@@ -309,26 +313,26 @@ impl Loop {
                 tracing::warn!(node = self.cfg.node_id, %why, "lost the coordinator");
                 Err(NodeExit::CoordinatorLost(why))
             }
-            Event::Written(written) => self.on_written(written).await,
+            Event::Written(written) => self.on_written(written),
             Event::Followed { prefix, kvs } => {
-                self.took_in(&prefix, &kvs);
-                // Fetches and flags that waited for these primaries go now.
-                for t in kvs.iter().filter_map(|kv| self.keys.primary_task(&kv.key)).collect::<Vec<_>>() {
-                    self.reroute(t);
-                }
+                self.on_followed(&prefix, &kvs);
                 Ok(())
             }
+            Event::Took(took) => self.on_took(took).await,
             Event::Replicated { slot, attempt, answer } => self.on_replicated(slot, attempt, answer).await,
             Event::BackupDropped { task, slot, term } => self.on_backup_dropped(task, slot, term).await,
         }
     }
 
     /// A write of the lane did not simply succeed.
-    pub(super) async fn on_written(&mut self, written: Written) -> Result<(), Exit> {
+    pub(super) fn on_written(&mut self, written: Written) -> Result<(), Exit> {
         match written {
             // The lane found this node's key gone (before the watch said
             // so): take it again, unless done already.
-            Written::KeyGone { term } if self.term() == term => self.rejoin().await,
+            Written::KeyGone { term } if self.term() == term => {
+                self.rejoin(None);
+                Ok(())
+            }
             Written::KeyGone { .. } => Ok(()),
             Written::NotPrimary => {
                 tracing::warn!(node = self.cfg.node_id, "no longer the task's primary: stepping down");
@@ -370,18 +374,15 @@ impl Loop {
         // over): a caught-up backup of the task claims it at once; a spare,
         // or a backup that has not caught up, when no caught-up backup
         // has for a lease's time (or the task has no backup at all).
-        if self.role.primary().is_none() && self.status == JobStatus::Running {
+        if self.role.primary().is_none() && self.status == JobStatus::Running && !self.taking.busy() {
             let now = Instant::now();
-            let due: Vec<TaskId> = self.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
+            let mut due: Vec<TaskId> = self.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
+            due.sort_unstable();
             for t in due {
-                if let Some(v) = self.vacant.get_mut(&t) {
-                    v.next_look = now + self.cfg.job.lease_ttl / 2;
-                }
-                self.fill_vacancy(t).await?;
+                // (One attempt at a time: the first that starts one.)
+                self.fill_vacancy(t);
             }
-            if !self.holds_task() {
-                self.find_work().await?;
-            }
+            self.find_work();
         }
         Ok(())
     }

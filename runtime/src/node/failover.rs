@@ -1,13 +1,55 @@
-//! Failover: a spare or a backup takes a task (claim, backup slot, promote),
-//! a dead primary is evicted, and a node whose lease lapsed takes its keys
-//! again (rejoin) or steps down.
+//! Failover: a spare or a backup takes a task (claim, backup slot,
+//! promote), a dead primary is evicted, and a node whose lease lapsed
+//! takes its keys again (rejoin) or steps down. The decisions are made
+//! here, on the loop; the coordinator work of taking a task runs off it
+//! (`takeover.rs`) and comes back as `Event::Took`, handled by `on_took`.
 
 use super::*;
+use super::takeover::{self, Claimant, LeaseCheck, Took};
 
 impl Loop {
     /// Whether this node holds a task (as its primary or a backup).
     pub(super) fn holds_task(&self) -> bool {
         self.role != Role::Spare
+    }
+
+    /// What an attempt to take a task needs of this node.
+    pub(super) fn claimant(&self) -> Claimant {
+        Claimant {
+            coord: self.cfg.coord.clone(),
+            keys: self.keys.clone(),
+            node_id: self.cfg.node_id,
+            value: self.value.clone(),
+            lease: self.lease,
+            lease_ttl: self.cfg.job.lease_ttl,
+        }
+    }
+
+    /// Whether this node took its keys again (or found its lease in doubt
+    /// and alive) less than a TTL ago: then it takes no other task.
+    fn settling(&self) -> bool {
+        self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl)
+    }
+
+    /// Whether no keep-alive of this node's lease has succeeded for a TTL
+    /// (the coordinator, or this process, was paused). Its lease may lapse
+    /// a moment after others' (etcd revokes expired leases at a bounded
+    /// rate), so its own key's deletion cannot be the only sign.
+    fn lease_in_doubt(&self) -> bool {
+        Instant::now() >= self.lease_sure_until.get()
+    }
+
+    /// Starts an attempt to take a task off the loop, unless one is in
+    /// flight; its outcome comes back as `Event::Took`.
+    pub(super) fn attempt(&mut self, work: impl std::future::Future<Output = Took> + 'static) -> bool {
+        if !self.taking.start() {
+            return false;
+        }
+        let tx = self.tx.clone();
+        self.spawner.spawn(async move {
+            let _ = tx.send(Event::Took(work.await));
+        });
+        true
     }
 
     /// Task `t` has no primary (as this node knows): this node claims it
@@ -19,131 +61,175 @@ impl Loop {
     /// afresh, since its own view may lag: while a caught-up backup of `t`
     /// lives (its key says `ready`), it leaves the task to it, for up to
     /// two lease TTLs (then that backup is stuck, and the task must go on
-    /// without its state); with no such backup, it claims at once.
-    pub(super) async fn fill_vacancy(&mut self, t: TaskId) -> Result<(), Exit> {
+    /// without its state); with no such backup, it claims at once (see
+    /// `takeover::look`).
+    pub(super) fn fill_vacancy(&mut self, t: TaskId) {
         if self.role.primary().is_some() || self.status != JobStatus::Running || self.primaries.contains_key(&t) {
-            return Ok(());
+            return;
         }
         let mine = self.role.backup().is_some_and(|(b, _)| b == t);
-        if self.role.backup().is_some() && !mine {
-            return Ok(());
+        if (self.role.backup().is_some() && !mine) || self.taking.busy() {
+            return;
         }
         // A coordinator pause lets every lease lapse at once, this node's
         // too: then the task's own node is about to take it again, state
         // and all. Leave it that while.
-        self.settle().await?;
-        let settling = self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl);
-        if mine && self.stream.ready && !settling {
-            return self.try_claim(t).await;
-        }
-        if !settling && !self.lease_alive().await? {
-            self.rejoin().await?;
-        }
-        if let Some(at) = self.rejoined_at.filter(|at| at.elapsed() < self.cfg.job.lease_ttl) {
-            if let Some(v) = self.vacant.get_mut(&t) {
+        if self.settling() {
+            if let (Some(at), Some(v)) = (self.rejoined_at, self.vacant.get_mut(&t)) {
                 v.next_look = at + self.cfg.job.lease_ttl;
             }
-            return Ok(());
+            return;
         }
-        let prefix = self.keys.task(t);
-        let (kvs, _) = match patiently(|| self.cfg.coord.get_prefix(&prefix)).await {
-            Ok(read) => read,
-            Err(e) => return Err(self.coordinator_failed("read a task's keys", e)),
+        let ready = mine && self.stream.ready;
+        let check = match (self.lease_in_doubt(), ready) {
+            (true, _) => LeaseCheck::InDoubt,
+            (false, false) => LeaseCheck::Alive,
+            (false, true) => LeaseCheck::No,
         };
-        for kv in &kvs {
-            self.learn(kv);
-        }
-        if self.primaries.contains_key(&t) {
-            return Ok(());
-        }
         let now = Instant::now();
-        let vacancy = *self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
-        let ready_elsewhere = self.backups.get(&t).is_some_and(|m| m.values().any(|b| b.ready && b.node != self.cfg.node_id));
-        let patience = 2 * self.cfg.job.lease_ttl;
-        if ready_elsewhere && now.duration_since(vacancy.since) < patience {
-            if let Some(v) = self.vacant.get_mut(&t) {
-                v.next_look = now + self.cfg.job.lease_ttl / 2;
-            }
-            return Ok(());
-        }
-        if ready_elsewhere {
-            tracing::warn!(node = self.cfg.node_id, task = t, "a caught-up backup has not taken its task over: taking it without its state");
-        }
-        self.try_claim(t).await
+        let v = self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
+        v.next_look = now + self.cfg.job.lease_ttl / 2;
+        let vacant_for = now.duration_since(v.since);
+        self.attempt(takeover::claim(self.claimant(), t, check, ready, vacant_for));
     }
 
     /// A node without a task looks for one: its preferred task (the
     /// primary, else a backup slot), else any task without a primary
     /// (see `fill_vacancy`), else any free backup slot. If there is none,
-    /// it stays a spare.
-    pub(super) async fn find_work(&mut self) -> Result<(), Exit> {
-        if self.holds_task() || self.status != JobStatus::Running {
-            return Ok(());
+    /// it stays a spare. One attempt at a time: each outcome looks again.
+    pub(super) fn find_work(&mut self) {
+        if self.holds_task() || self.status != JobStatus::Running || self.taking.busy() {
+            return;
         }
         // Right after a lapse of every lease (a coordinator pause), the
         // keys that went are their own nodes' to take again.
-        self.settle().await?;
-        if self.rejoined_at.is_some_and(|at| at.elapsed() < self.cfg.job.lease_ttl) {
-            return Ok(());
+        if self.settling() {
+            return;
         }
         let tasks = self.cfg.job.tasks;
+        let now = Instant::now();
+        let due = |l: &Loop, t: TaskId| !l.primaries.contains_key(&t) && l.vacant.get(&t).is_none_or(|v| v.next_look <= now);
         if let Some(t) = self.cfg.preferred_task.filter(|&t| t < tasks) {
-            self.fill_vacancy(t).await?;
-            if !self.holds_task() {
-                self.try_backup(t).await?;
+            if due(self, t) {
+                return self.fill_vacancy(t);
+            }
+            if self.try_backup(t) {
+                return;
             }
         }
-        if self.holds_task() {
-            return Ok(());
+        // A spare: it follows every task, to fill their vacancies (the
+        // read comes back as `Event::Followed`, which looks again).
+        let all = self.keys.tasks();
+        if !self.followed.contains(&all) {
+            return self.follow_soon(all);
         }
-        // A spare: it follows every task, to fill their vacancies.
-        self.follow(self.keys.tasks()).await?;
-        for t in 0..tasks {
-            if self.holds_task() {
-                return Ok(());
-            }
-            if !self.primaries.contains_key(&t) && self.vacant.get(&t).is_none_or(|v| v.next_look <= Instant::now()) {
-                self.fill_vacancy(t).await?;
-            }
+        if let Some(t) = (0..tasks).find(|&t| due(self, t)) {
+            return self.fill_vacancy(t);
         }
         for t in 0..tasks {
-            if self.holds_task() {
-                return Ok(());
+            if self.primaries.contains_key(&t) && self.try_backup(t) {
+                return;
             }
-            if self.primaries.contains_key(&t) {
-                self.try_backup(t).await?;
+        }
+    }
+
+    /// Tries to become a backup of task `t` (a free slot of `1..replicas`):
+    /// whether an attempt started.
+    pub(super) fn try_backup(&mut self, t: TaskId) -> bool {
+        let held = self.backups.get(&t);
+        let free: Vec<u32> = (1..self.cfg.job.replicas_of(t)).filter(|slot| held.is_none_or(|m| !m.contains_key(slot))).collect();
+        if free.is_empty() || self.holds_task() {
+            return false;
+        }
+        let check = if self.lease_in_doubt() { LeaseCheck::InDoubt } else { LeaseCheck::No };
+        self.attempt(takeover::back(self.claimant(), t, free, check))
+    }
+
+    /// What an attempt to take a task found.
+    pub(super) async fn on_took(&mut self, took: Took) -> Result<(), Exit> {
+        let waiting_rejoin = self.taking.finished();
+        let result = self.took(took).await;
+        if let Some(gone) = waiting_rejoin {
+            // It waited for the attempt; what it is about may have changed.
+            self.rejoin(gone.filter(|_| self.role.backup().is_some()));
+        }
+        result?;
+        if self.status == JobStatus::Running && self.role.primary().is_none() {
+            if self.holds_task() {
+                if let Some(t) = self.role.backup().map(|(t, _)| t).filter(|t| self.vacant.contains_key(t)) {
+                    self.fill_vacancy(t);
+                }
+            } else {
+                self.find_work();
             }
         }
         Ok(())
     }
 
-    /// Tries to become a backup of task `t` (a free slot of `1..replicas`).
-    pub(super) async fn try_backup(&mut self, t: TaskId) -> Result<(), Exit> {
-        for slot in 1..self.cfg.job.replicas_of(t) {
-            if self.holds_task() || self.backups.get(&t).is_some_and(|m| m.contains_key(&slot)) {
-                continue;
+    async fn took(&mut self, took: Took) -> Result<(), Exit> {
+        match took {
+            Took::Settle => {
+                self.lease_sure_until.set(Instant::now() + self.cfg.job.lease_ttl / 2);
+                self.rejoined_at = Some(Instant::now());
+                Ok(())
             }
-            let key = self.keys.backup(t, slot);
-            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
-                Ok(Ok(kv)) => {
-                    tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
-                    let me = self.mine(&kv);
-                    self.backups.entry(t).or_default().insert(slot, me);
-                    self.role = Role::Backup { task: t, slot };
-                    self.task = Some((self.cfg.job.factory)(t));
-                    self.call_backup(|task, cx| task.init(cx));
-                    let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
-                    self.stream = Stream { snapshots, ..Default::default() };
-                    self.call_backup(|task, cx| task.became_backup(cx));
-                    self.follow(self.keys.task(t)).await?;
-                    self.watch_primary();
+            Took::LeaseGone => {
+                self.rejoin(None);
+                Ok(())
+            }
+            Took::Left { task, kvs, wait } => {
+                for kv in &kvs {
+                    self.learn(kv);
                 }
-                Ok(Err(existing)) => self.learn(&existing),
-                Err(CoordError::LeaseNotFound(_)) => return self.rejoin().await,
-                Err(e) => return Err(self.coordinator_failed("become a backup", e)),
+                if wait {
+                    if let Some(v) = self.vacant.get_mut(&task) {
+                        v.next_look = Instant::now() + self.cfg.job.lease_ttl / 2;
+                    }
+                }
+                Ok(())
             }
+            Took::JobOver => Ok(()),
+            Took::NoSlot { kvs } => {
+                for kv in &kvs {
+                    self.learn(kv);
+                }
+                Ok(())
+            }
+            Took::Claimed { task, kv, kvs } => {
+                for kv in &kvs {
+                    self.learn(kv);
+                }
+                self.become_primary(task, &kv).await
+            }
+            Took::Backed { task, slot, kv } => {
+                self.become_backup(task, slot, &kv);
+                Ok(())
+            }
+            Took::Rejoined(retaken) => self.retaken(retaken),
+            Took::Exit(exit) => Err(exit),
+            Took::Failed { what, error } => Err(self.coordinator_failed(what, error)),
         }
-        Ok(())
+    }
+
+    /// This node holds backup slot `slot` of task `t` now (its key `kv`).
+    fn become_backup(&mut self, t: TaskId, slot: u32, kv: &KeyValue) {
+        if self.holds_task() || self.status != JobStatus::Running {
+            // (Cannot happen: one attempt at a time. The slot lapses with
+            // this node's lease, or goes when the job ends.)
+            return;
+        }
+        tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
+        let me = self.mine(kv);
+        self.backups.entry(t).or_default().insert(slot, me);
+        self.role = Role::Backup { task: t, slot };
+        self.task = Some((self.cfg.job.factory)(t));
+        self.call_backup(|task, cx| task.init(cx));
+        let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
+        self.stream = Stream { snapshots, ..Default::default() };
+        self.call_backup(|task, cx| task.became_backup(cx));
+        // Its primary (to watch) comes with the read, if not known yet.
+        self.follow_soon(self.keys.task(t));
+        self.watch_primary();
     }
 
     /// A backup keeps a connection to its primary: when that ends by
@@ -162,62 +248,38 @@ impl Loop {
         });
     }
 
-    pub(super) async fn try_claim(&mut self, t: TaskId) -> Result<(), Exit> {
-        if self.role.primary().is_some() || self.status != JobStatus::Running {
-            return Ok(());
+    /// This node holds task `t`'s primary key `kv` now: it runs the task,
+    /// with the state it holds if it was a caught-up backup of it.
+    async fn become_primary(&mut self, t: TaskId, kv: &KeyValue) -> Result<(), Exit> {
+        let term = kv.create_revision as u64;
+        tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
+        let was_backup = self.role.backup();
+        self.role = Role::Primary { task: t, term };
+        self.lane.hold(t, term);
+        self.shared.set_role(t as i64, term);
+        // Its backups come with the read (see `Event::Followed`).
+        self.follow_soon(self.keys.task(t));
+        let me = self.mine(kv);
+        self.primaries.insert(t, me);
+        self.vacant.remove(&t);
+        if let Some((_, slot)) = was_backup {
+            self.promote(t, slot, term);
         }
-        if self.role.backup().is_some_and(|(b, _)| b != t) {
-            return Ok(());
-        }
-        // The task may be free because the job ended (its primary left):
-        // the status and the tasks arrive on separate watches, so ask.
-        let status_key = self.keys.status();
-        match patiently(|| self.cfg.coord.get(&status_key)).await {
-            Ok(Some(kv)) if JobStatus::parse(&kv.value) != JobStatus::Running => return Ok(()),
-            Err(e) => return Err(self.coordinator_failed("read the job's status", e)),
-            _ => {}
-        }
-        let key = self.keys.primary(t);
-        match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
-            Ok(Ok(kv)) => {
-                let term = kv.create_revision as u64;
-                tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
-                let was_backup = self.role.backup();
-                self.role = Role::Primary { task: t, term };
-                self.lane.set_role(self.role.primary());
-                self.shared.set_role(t as i64, term);
-                self.follow(self.keys.task(t)).await?;
-                let me = self.mine(&kv);
-                self.primaries.insert(t, me);
-                self.vacant.remove(&t);
-                if let Some((_, slot)) = was_backup {
-                    self.promote(t, slot, term);
-                }
-                if !self.stream_is_ours(term) {
-                    self.task = Some((self.cfg.job.factory)(t));
-                    self.call(|task, cx| task.init(cx));
-                    if self.cfg.job.replicas_of(t) > 1 {
-                        let snapshot = self.task.as_ref().and_then(|task| task.snapshot());
-                        let first = snapshot.map(|s| ReplicaEntry::Snapshot(Arc::new(s)));
-                        self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
-                    }
-                }
-                self.track_backups();
-                self.call(|task, cx| task.became_primary(cx, term));
-                self.apply_pending().await?;
-                let epoch = self.epoch;
-                self.entered = false;
-                self.enter(epoch).await
+        if !self.stream_is_ours(term) {
+            self.task = Some((self.cfg.job.factory)(t));
+            self.call(|task, cx| task.init(cx));
+            if self.cfg.job.replicas_of(t) > 1 {
+                let snapshot = self.task.as_ref().and_then(|task| task.snapshot());
+                let first = snapshot.map(|s| ReplicaEntry::Snapshot(Arc::new(s)));
+                self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
             }
-            Ok(Err(existing)) => {
-                self.learn(&existing);
-                Ok(())
-            }
-            // This node's lease lapsed too (a coordinator pause): it takes
-            // its own keys again first, and looks at the task later.
-            Err(CoordError::LeaseNotFound(_)) => self.rejoin().await,
-            Err(e) => Err(self.coordinator_failed("claim a task", e)),
         }
+        self.track_backups();
+        self.call(|task, cx| task.became_primary(cx, term));
+        self.apply_pending().await?;
+        let epoch = self.epoch;
+        self.entered = false;
+        self.enter(epoch).await
     }
 
     /// Whether the stream is this primary's (a promoted backup's), rather
@@ -312,134 +374,5 @@ impl Loop {
         }
         self.last_check = Some(Instant::now());
         self.lane.submit(Write::Check);
-    }
-
-    /// If this node's lease is in doubt (no keep-alive has succeeded for a
-    /// TTL: the coordinator, or this process, was paused), it renews it
-    /// (rejoining if it lapsed) and counts as settling for a TTL from now:
-    /// keys that went in the pause are their own nodes' to take again,
-    /// and it takes none meanwhile. Its lease may lapse a moment after
-    /// others' (etcd revokes expired leases at a bounded rate), so its
-    /// own key's deletion cannot be the only sign.
-    pub(super) async fn settle(&mut self) -> Result<(), Exit> {
-        if Instant::now() < self.lease_sure_until.get() {
-            return Ok(());
-        }
-        if self.lease_alive().await? {
-            self.lease_sure_until.set(Instant::now() + self.cfg.job.lease_ttl / 2);
-            self.rejoined_at = Some(Instant::now());
-            Ok(())
-        } else {
-            self.rejoin().await
-        }
-    }
-
-    /// Whether this node's lease is alive (asking the coordinator).
-    pub(super) async fn lease_alive(&self) -> Result<bool, Exit> {
-        match patiently(|| self.cfg.coord.keep_alive(self.lease)).await {
-            Ok(()) => Ok(true),
-            Err(CoordError::Unavailable(why)) => Err(self.coordinator_failed("renew its lease", CoordError::Unavailable(why))),
-            Err(_) => Ok(false),
-        }
-    }
-
-    pub(super) async fn on_lease_news(&mut self, news: LeaseNews) -> Result<(), Exit> {
-        match news {
-            LeaseNews::Lost(lease) if lease == self.lease => self.rejoin().await,
-            // An older lease's keeper, replaced since.
-            LeaseNews::Lost(_) => Ok(()),
-            LeaseNews::Unreachable(why) => {
-                tracing::warn!(node = self.cfg.node_id, %why, "giving up on the coordinator");
-                Err(NodeExit::CoordinatorLost(why))
-            }
-        }
-    }
-
-    /// This node's keys are gone while it lives: its lease lapsed (the
-    /// coordinator, or this process, was paused past the TTL), or a peer
-    /// freed its task. It takes them again, under a new lease if its own
-    /// is gone, and keeps the task's state: a primary under a new term
-    /// (its neighbours see a restart; what it sent under the old term is
-    /// fenced), a backup in its slot (it catches up with its primary's
-    /// stream again). If another node took the task meanwhile, this one
-    /// steps down.
-    pub(super) async fn rejoin(&mut self) -> Result<(), Exit> {
-        if !self.lease_alive().await? {
-            self.renew_lease().await?;
-        }
-        self.rejoined_at = Some(Instant::now());
-        if let Some((t, old_term)) = self.role.primary() {
-            let key = self.keys.primary(t);
-            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
-                Ok(Ok(kv)) => {
-                    let term = kv.create_revision as u64;
-                    tracing::info!(node = self.cfg.node_id, task = t, old_term, term, "took its task again, with its state, under a new term");
-                    self.role = Role::Primary { task: t, term };
-                    self.lane.set_role(self.role.primary());
-                    self.shared.set_role(t as i64, term);
-                    let me = self.mine(&kv);
-                    self.primaries.insert(t, me);
-                    self.vacant.remove(&t);
-                    if self.cfg.job.replicas_of(t) > 1 {
-                        let old = std::mem::take(&mut self.stream);
-                        self.restart_stream(term, old);
-                    }
-                    self.call(|task, cx| task.became_primary(cx, term));
-                    Ok(())
-                }
-                Ok(Err(existing)) => {
-                    self.learn(&existing);
-                    tracing::warn!(node = self.cfg.node_id, task = t, "another node took the task while this one had lost it: stepping down");
-                    Err(NodeExit::Replaced { task: t })
-                }
-                Err(e) => Err(self.coordinator_failed("take its task again", e)),
-            }
-        } else if let Some((t, slot)) = self.role.backup() {
-            let key = self.keys.backup(t, slot);
-            match patiently(|| self.cfg.coord.create(&key, &self.value, Some(self.lease))).await {
-                Ok(Ok(kv)) => {
-                    tracing::info!(node = self.cfg.node_id, task = t, slot, "took its backup slot again");
-                    let me = self.mine(&kv);
-                    self.backups.entry(t).or_default().insert(slot, me);
-                    // Its primary did not sync it while its key was gone.
-                    self.stream.ready = false;
-                    Ok(())
-                }
-                Ok(Err(existing)) => {
-                    self.learn(&existing);
-                    tracing::warn!(node = self.cfg.node_id, task = t, slot, "another node took the backup slot: stopping");
-                    Err(NodeExit::BackupDropped { task: t })
-                }
-                Err(e) => Err(self.coordinator_failed("take its backup slot again", e)),
-            }
-        } else {
-            Ok(())
-        }
-    }
-
-    /// A new lease (the old one is gone), its keep-alive, and this node's
-    /// `nodes/<id>` key under it.
-    pub(super) async fn renew_lease(&mut self) -> Result<(), Exit> {
-        let ttl = self.cfg.job.lease_ttl;
-        let granted_at = Instant::now();
-        let lease = match patiently(|| self.cfg.coord.grant(ttl)).await {
-            Ok(lease) => lease,
-            Err(e) => return Err(self.coordinator_failed("get a new lease", e)),
-        };
-        tracing::info!(node = self.cfg.node_id, old = self.lease, new = lease, "its lease had lapsed: a new one");
-        self.lease = lease;
-        self.lease_sure_until.set(granted_at + ttl);
-        self.keeper =
-            lease::keep(self.cfg.coord.clone(), lease, ttl, COORDINATOR_PATIENCE, self.lease_sure_until.clone(), self.lease_news.clone());
-        let key = self.keys.node(self.cfg.node_id);
-        let value = format!("addr={}", self.shared.addr()).into_bytes();
-        match patiently(|| self.cfg.coord.create(&key, &value, Some(lease))).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => {
-                tracing::warn!(node = self.cfg.node_id, "another live node has this node's id now: stopping");
-                Err(NodeExit::IdTaken)
-            }
-            Err(e) => Err(self.coordinator_failed("register again", e)),
-        }
     }
 }

@@ -86,17 +86,13 @@ impl Loop {
             if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|b| b.term as i64 > revision) {
                 return Ok(());
             }
-            if let Some(m) = self.backups.get_mut(&t) {
-                m.remove(&slot);
-            }
+            let held = self.backups.get_mut(&t).and_then(|m| m.remove(&slot));
             if self.role.backup() == Some((t, slot)) {
                 // Our lease lapsed (then we take the slot again), or our
                 // primary dropped us (then we stop following).
-                if self.lease_alive().await? {
-                    tracing::warn!(node = self.cfg.node_id, task = t, slot, "dropped by the task's primary: stopping");
-                    return Err(NodeExit::BackupDropped { task: t });
-                }
-                return self.rejoin().await;
+                let lease = held.and_then(|b| b.lease).unwrap_or(self.lease);
+                self.rejoin(Some(lease));
+                return Ok(());
             }
             if self.role.primary().is_some_and(|(me, _)| me == t) {
                 self.sending.remove(slot);
@@ -104,7 +100,8 @@ impl Loop {
             }
             // A freed slot (or a task now without backups) may be work
             // for a spare.
-            return self.find_work().await;
+            self.find_work();
+            return Ok(());
         }
         let Some(t) = self.keys.primary_task(key) else { return Ok(()) };
         if self.primaries.get(&t).is_some_and(|p| p.term as i64 > revision) {
@@ -115,7 +112,8 @@ impl Loop {
             // Our own key is gone while we live: our lease lapsed, or a
             // peer freed the task thinking us dead.
             tracing::warn!(node = self.cfg.node_id, task = t, "lost the task's key");
-            return self.rejoin().await;
+            self.rejoin(None);
+            return Ok(());
         }
         if self.status != JobStatus::Running {
             return Ok(());
@@ -123,7 +121,8 @@ impl Loop {
         let now = Instant::now();
         self.vacant.insert(t, Vacancy { since: now, next_look: now });
         if self.role.primary().is_none() {
-            return self.fill_vacancy(t).await;
+            self.fill_vacancy(t);
+            return Ok(());
         }
         self.neighbour_event(t, false);
         Ok(())
@@ -169,7 +168,7 @@ impl Loop {
 
     /// This node as the holder of `kv`, a key it has just created.
     pub(super) fn mine(&self, kv: &KeyValue) -> KeyHolder {
-        KeyHolder { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false }
+        KeyHolder { node: self.cfg.node_id, addr: self.shared.addr(), term: kv.create_revision as u64, mod_revision: kv.mod_revision, ready: false, lease: kv.lease }
     }
 
     /// Takes in what a read of the coordinator says of a task's key.
@@ -189,32 +188,14 @@ impl Loop {
     }
 
     /// Follows the job's keys under `prefix` (one task's, one primary key,
-    /// or every task's): reads them, then watches them from that read on.
+    /// or every task's): reads them, then watches them from that read on,
+    /// off the loop; what the read finds comes back as `Event::Followed`
+    /// (a fetch to a task whose primary is not known yet waits for it).
     /// A node follows only what it acts on: its own task's keys, the
     /// primaries of the tasks it talks to (its neighbours at each epoch),
     /// and, as a spare, every task (to fill vacancies). So a job's size
     /// does not multiply every node's work and memory. A followed task
     /// without a primary is vacant from then on (see `vacancy_timeout`).
-    pub(super) async fn follow(&mut self, prefix: String) -> Result<(), Exit> {
-        if self.followed.iter().any(|f| prefix.starts_with(f.as_str())) {
-            return Ok(());
-        }
-        let (kvs, revision) = match patiently(|| self.cfg.coord.get_prefix(&prefix)).await {
-            Ok(read) => read,
-            Err(e) => return Err(self.coordinator_failed("read the job's keys", e)),
-        };
-        match patiently(|| self.cfg.coord.watch(&prefix, revision + 1)).await {
-            Ok(watch) => forward(&self.spawner, &self.tx, watch),
-            Err(e) => return Err(self.coordinator_failed("watch the job's keys", e)),
-        }
-        self.followed.push(prefix.clone());
-        self.took_in(&prefix, &kvs);
-        Ok(())
-    }
-
-    /// Follows the keys under `prefix` as `follow` does, off the loop:
-    /// what the read finds comes back as `Event::Followed` (a fetch to a
-    /// task whose primary is not known yet waits for it).
     pub(super) fn follow_soon(&mut self, prefix: String) {
         if self.followed.iter().any(|f| prefix.starts_with(f.as_str())) {
             return;
@@ -239,6 +220,36 @@ impl Loop {
                 (Ok(_), Ok(None)) => {}
             }
         });
+    }
+
+    /// What a read of the keys under `prefix` found (see `follow_soon`).
+    pub(super) fn on_followed(&mut self, prefix: &str, kvs: &[KeyValue]) {
+        self.took_in(prefix, kvs);
+        // Fetches and flags that waited for these primaries go now.
+        for t in kvs.iter().filter_map(|kv| self.keys.primary_task(&kv.key)).collect::<Vec<_>>() {
+            self.reroute(t);
+        }
+        match self.role {
+            // Backups of ours it did not know of: bring them up to date.
+            Role::Primary { task, .. } => {
+                let known = self.sending.slots();
+                let new: Vec<u32> = self.backups.get(&task).map_or(Vec::new(), |m| m.keys().copied().filter(|s| !known.contains(s)).collect());
+                if self.cfg.job.replicas_of(task) > 1 && !new.is_empty() {
+                    for slot in new {
+                        tracing::info!(task, slot, "a new backup");
+                        self.sending.add(slot);
+                    }
+                    self.pump();
+                }
+            }
+            Role::Backup { task, .. } => {
+                if !self.watching && self.primaries.contains_key(&task) {
+                    self.watching = true;
+                    self.watch_primary();
+                }
+            }
+            Role::Spare => self.find_work(),
+        }
     }
 
     /// Takes in a read of the keys under `prefix`: holders, and the

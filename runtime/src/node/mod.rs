@@ -15,7 +15,9 @@
 //! |---|---|
 //! | `event_loop.rs` | the events, the loop's state, the dispatch |
 //! | `membership.rs` | what the node knows of the job's keys; following them |
-//! | `failover.rs` | claiming a task or a backup slot, promotion, eviction, rejoining after a lapsed lease |
+//! | `failover.rs` | deciding to claim a task or a backup slot, and acting on the outcome; promotion, eviction |
+//! | `takeover.rs` | the coordinator work of taking a task or this node's keys again, off the loop, one attempt at a time |
+//! | `rejoin.rs` | taking this node's keys again after its lease lapsed, or stepping down |
 //! | `epoch.rs` | entering an epoch; running the handlers' actions |
 //! | `serve.rs` | admitting fetches and flags, early requests, the reply cache |
 //! | `outbox.rs` | fetch and flag delivery: retry, fencing, back-off, reroute |
@@ -31,9 +33,11 @@ mod failover;
 mod lease;
 mod membership;
 mod outbox;
+mod rejoin;
 mod replication;
 mod serve;
 mod session;
+mod takeover;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -341,6 +345,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         outbox: Outbox::default(),
         replies: Replies::default(),
         last_check: None,
+        taking: Default::default(),
         vacant: HashMap::new(),
         pending: Default::default(),
         lane,

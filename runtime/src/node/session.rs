@@ -92,7 +92,18 @@ enum Op {
 /// The handle the loop submits writes with.
 pub(super) struct Lane {
     ops: mpsc::UnboundedSender<Op>,
-    role: watch::Sender<Option<(TaskId, u64)>>,
+    role: watch::Sender<Holding>,
+}
+
+/// The key a primary's writes are made under, as the lane knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holding {
+    /// None: this node is no primary (its writes are dropped).
+    Nothing,
+    /// Task `task`'s primary key, of term `term`.
+    Key { task: TaskId, term: u64 },
+    /// The key went: the loop is taking it again (writes wait).
+    Retaking,
 }
 
 /// What the lane needs to know of its node.
@@ -112,15 +123,21 @@ impl Lane {
         report: impl Fn(Written) + 'static,
     ) -> Lane {
         let (ops, rx) = mpsc::unbounded_channel();
-        let (role, role_rx) = watch::channel(None);
+        let (role, role_rx) = watch::channel(Holding::Nothing);
         spawner.spawn(run(setup, rx, role_rx, report));
         Lane { ops, role }
     }
 
-    /// The task and term this node is primary of now (its writes are made
-    /// under it).
-    pub(super) fn set_role(&self, role: Option<(TaskId, u64)>) {
-        self.role.send_replace(role);
+    /// This node is task `task`'s primary under `term` now: its writes are
+    /// made under that key.
+    pub(super) fn hold(&self, task: TaskId, term: u64) {
+        self.role.send_replace(Holding::Key { task, term });
+    }
+
+    /// This primary's key went, and the loop is taking it again: writes
+    /// wait for [`hold`](Self::hold).
+    pub(super) fn retake(&self) {
+        self.role.send_replace(Holding::Retaking);
     }
 
     /// Queues a write after every write asked for before it.
@@ -139,7 +156,7 @@ impl Lane {
 async fn run(
     setup: LaneSetup,
     mut ops: mpsc::UnboundedReceiver<Op>,
-    mut role: watch::Receiver<Option<(TaskId, u64)>>,
+    mut role: watch::Receiver<Holding>,
     report: impl Fn(Written),
 ) {
     while let Some(op) = ops.recv().await {
@@ -173,11 +190,21 @@ async fn run(
 /// knows. `Err(None)`: it holds no task (the write is dropped).
 async fn hold_key(
     setup: &LaneSetup,
-    role: &mut watch::Receiver<Option<(TaskId, u64)>>,
+    role: &mut watch::Receiver<Holding>,
     report: &impl Fn(Written),
 ) -> Result<(), Option<Written>> {
     loop {
-        let Some((task, term)) = *role.borrow_and_update() else { return Err(None) };
+        let holding = *role.borrow_and_update();
+        let (task, term) = match holding {
+            Holding::Nothing => return Err(None),
+            Holding::Key { task, term } => (task, term),
+            Holding::Retaking => {
+                if role.changed().await.is_err() {
+                    return Err(None);
+                }
+                continue;
+            }
+        };
         // Within the lease's certain life, and with no deletion of the key
         // seen (the loop takes it again at once), it holds it.
         if Instant::now() < setup.sure_until.get() {

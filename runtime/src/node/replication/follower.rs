@@ -109,6 +109,12 @@ impl Loop {
                 tracing::warn!(node = self.cfg.node_id, task = t, slot, "lost the task's backup slot");
                 Err(NodeExit::BackupDropped { task: t })
             }
+            // Its lease lapsed (a pause): the slot goes with it, and this
+            // node takes it again.
+            Err(CoordError::LeaseNotFound(_)) => {
+                self.rejoin(None);
+                Ok(())
+            }
             Err(e) => Err(self.coordinator_failed("mark a backup ready", e)),
         }
     }
