@@ -7,7 +7,7 @@ use super::*;
 
 impl Loop {
     pub(super) async fn set_epoch(&mut self, e: Epoch) -> Result<(), Exit> {
-        if e < self.epoch || (e == self.epoch && self.entered) {
+        if e < self.epoch || (e == self.epoch && self.role.entered()) {
             return Ok(());
         }
         self.epoch = e;
@@ -22,8 +22,9 @@ impl Loop {
     }
 
     pub(super) async fn enter(&mut self, e: Epoch) -> Result<(), Exit> {
-        let Some((me, _)) = self.role.primary() else { return Ok(()) };
-        self.entered = true;
+        let Role::Primary(p) = &mut self.role else { return Ok(()) };
+        p.entered = true;
+        let me = p.task;
         // Drop the old epoch: its replies, transfers and fetches. (A backup
         // that took over keeps the replies of this epoch it was sent.)
         if self.replies.epoch() != Some(e) {
@@ -36,7 +37,7 @@ impl Loop {
                 // a backup that joins later need not replay it all. (Not at
                 // every epoch: every backup would be sent the whole state
                 // each time, where the updates are the change.)
-                let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
+                let snapshot = self.role.app().and_then(|task| task.snapshot()).unwrap_or_default();
                 self.stream.rebase(ReplicaEntry::Snapshot(Arc::new(snapshot)));
             } else {
                 self.stream.forget_replies_before(e);

@@ -93,32 +93,92 @@ pub(super) struct Vacancy {
     pub(super) next_look: Instant,
 }
 
-/// What this node is to the job: exactly one of these at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What this node is to the job: exactly one of these at a time, each
+/// holding only what that role needs (a spare holds no task object, only
+/// a primary enters epochs, only a backup catches up).
 pub(super) enum Role {
     /// Holds no task: waits for a vacancy or a free backup slot.
     Spare,
-    /// Follows the primary of `task` from backup slot `slot`.
+    /// Follows the primary of a task from a backup slot.
+    Backup(Backup),
+    /// Runs a task.
+    Primary(Primary),
+}
+
+/// A backup of `task` in slot `slot`.
+pub(super) struct Backup {
+    pub(super) task: TaskId,
+    pub(super) slot: u32,
+    /// The task, as its primary's stream has built it.
+    pub(super) app: Box<dyn Task>,
+    /// It has applied all of the stream its primary has sent it (then its
+    /// key says `ready`, and it is the one to take the task over).
+    pub(super) caught_up: bool,
+    /// Its watch of its primary is being set up.
+    pub(super) watching: bool,
+}
+
+/// The primary of `task` under `term` (the creation revision of its key).
+pub(super) struct Primary {
+    pub(super) task: TaskId,
+    pub(super) term: u64,
+    /// The task.
+    pub(super) app: Box<dyn Task>,
+    /// It has entered the current epoch (`enter_epoch` ran).
+    pub(super) entered: bool,
+}
+
+/// A role without what it holds: the key it is about, for work done off
+/// the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Seat {
+    Spare,
     Backup { task: TaskId, slot: u32 },
-    /// Runs `task` under `term` (the creation revision of its key).
     Primary { task: TaskId, term: u64 },
 }
 
 impl Role {
-    /// The task this node is primary of, and its term.
-    pub(super) fn primary(self) -> Option<(TaskId, u64)> {
+    pub(super) fn seat(&self) -> Seat {
         match self {
-            Role::Primary { task, term } => Some((task, term)),
+            Role::Spare => Seat::Spare,
+            Role::Backup(b) => Seat::Backup { task: b.task, slot: b.slot },
+            Role::Primary(p) => Seat::Primary { task: p.task, term: p.term },
+        }
+    }
+
+    /// The task this node is primary of, and its term.
+    pub(super) fn primary(&self) -> Option<(TaskId, u64)> {
+        match self {
+            Role::Primary(p) => Some((p.task, p.term)),
             _ => None,
         }
     }
 
     /// The task this node is a backup of, and its slot.
-    pub(super) fn backup(self) -> Option<(TaskId, u32)> {
+    pub(super) fn backup(&self) -> Option<(TaskId, u32)> {
         match self {
-            Role::Backup { task, slot } => Some((task, slot)),
+            Role::Backup(b) => Some((b.task, b.slot)),
             _ => None,
         }
+    }
+
+    /// The task object, on a primary or a backup.
+    pub(super) fn app(&self) -> Option<&dyn Task> {
+        match self {
+            Role::Spare => None,
+            Role::Backup(b) => Some(&*b.app),
+            Role::Primary(p) => Some(&*p.app),
+        }
+    }
+
+    /// Whether this node is a primary that has entered the current epoch.
+    pub(super) fn entered(&self) -> bool {
+        matches!(self, Role::Primary(p) if p.entered)
+    }
+
+    /// Whether this node is a backup that has caught up with its primary.
+    pub(super) fn caught_up(&self) -> bool {
+        matches!(self, Role::Backup(b) if b.caught_up)
     }
 }
 
@@ -153,11 +213,7 @@ pub(super) struct Loop {
     pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, KeyHolder>>,
     /// The replication stream this node writes (primary) or follows (backup).
     pub(super) stream: Stream,
-    /// A backup's watch of its primary is being set up.
-    pub(super) watching: bool,
-    pub(super) task: Option<Box<dyn Task>>,
     pub(super) epoch: Epoch,
-    pub(super) entered: bool,
     pub(super) status: JobStatus,
     pub(super) primaries: HashMap<TaskId, KeyHolder>,
     /// This task's fetches, and the flags it sent this epoch: retried
@@ -273,7 +329,9 @@ impl Loop {
                 Ok(())
             }
             Event::Watching { refused, addr } => {
-                self.watching = false;
+                if let Role::Backup(b) = &mut self.role {
+                    b.watching = false;
+                }
                 if refused {
                     // The primary's process is gone (its port is closed).
                     let _ = self.tx.send(Event::PeerGone(addr));
@@ -364,9 +422,9 @@ impl Loop {
         self.resend_due();
         // A backup keeps its watch on its primary open (a connection can
         // end for reasons of its own; the primary may have moved).
-        if let Some((t, _)) = self.role.backup() {
-            if self.primaries.get(&t).is_some_and(|p| !self.peers.connected(p.addr)) && !self.watching {
-                self.watching = true;
+        if let Role::Backup(b) = &mut self.role {
+            if self.primaries.get(&b.task).is_some_and(|p| !self.peers.connected(p.addr)) && !b.watching {
+                b.watching = true;
                 self.watch_primary();
             }
         }
@@ -419,7 +477,11 @@ impl Loop {
     /// what it panicked with, if it did.
     pub(super) fn run_handler(&mut self, t: TaskId, f: impl FnOnce(&mut dyn Task, &mut Context<'_>)) -> (Vec<Action>, Option<String>) {
         let mut actions = Vec::new();
-        let Some(task) = self.task.as_mut() else { return (actions, None) };
+        let task = match &mut self.role {
+            Role::Spare => return (actions, None),
+            Role::Backup(b) => &mut b.app,
+            Role::Primary(p) => &mut p.app,
+        };
         let topology = self.cfg.job.topology.clone();
         let mut cx = Context { task: t, epoch: self.epoch, tasks: self.cfg.job.tasks, topology: &*topology, actions: &mut actions };
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(task.as_mut(), &mut cx)));

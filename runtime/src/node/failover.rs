@@ -5,12 +5,13 @@
 //! (`takeover.rs`) and comes back as `Event::Took`, handled by `on_took`.
 
 use super::*;
+use super::event_loop::{Backup, Primary};
 use super::takeover::{self, Claimant, LeaseCheck, Took};
 
 impl Loop {
     /// Whether this node holds a task (as its primary or a backup).
     pub(super) fn holds_task(&self) -> bool {
-        self.role != Role::Spare
+        !matches!(self.role, Role::Spare)
     }
 
     /// What an attempt to take a task needs of this node.
@@ -80,7 +81,7 @@ impl Loop {
             }
             return;
         }
-        let ready = mine && self.stream.ready;
+        let ready = mine && self.role.caught_up();
         let check = match (self.lease_in_doubt(), ready) {
             (true, _) => LeaseCheck::InDoubt,
             (false, false) => LeaseCheck::Alive,
@@ -221,10 +222,10 @@ impl Loop {
         tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
         let me = self.mine(kv);
         self.backups.entry(t).or_default().insert(slot, me);
-        self.role = Role::Backup { task: t, slot };
-        self.task = Some((self.cfg.job.factory)(t));
+        let app = (self.cfg.job.factory)(t);
+        self.role = Role::Backup(Backup { task: t, slot, app, caught_up: false, watching: false });
         self.call_backup(|task, cx| task.init(cx));
-        let snapshots = self.task.as_ref().is_some_and(|task| task.snapshot().is_some());
+        let snapshots = self.role.app().is_some_and(|task| task.snapshot().is_some());
         self.stream = Stream { snapshots, ..Default::default() };
         self.call_backup(|task, cx| task.became_backup(cx));
         // Its primary (to watch) comes with the read, if not known yet.
@@ -253,8 +254,13 @@ impl Loop {
     async fn become_primary(&mut self, t: TaskId, kv: &KeyValue) -> Result<(), Exit> {
         let term = kv.create_revision as u64;
         tracing::info!(node = self.cfg.node_id, task = t, term, "primary of task");
-        let was_backup = self.role.backup();
-        self.role = Role::Primary { task: t, term };
+        let kept = match std::mem::replace(&mut self.role, Role::Spare) {
+            Role::Backup(b) if self.promote(t, b.slot, b.caught_up) => Some(b.app),
+            _ => None,
+        };
+        let fresh = kept.is_none();
+        let app = kept.unwrap_or_else(|| (self.cfg.job.factory)(t));
+        self.role = Role::Primary(Primary { task: t, term, app, entered: false });
         self.lane.hold(t, term);
         self.shared.set_role(t as i64, term);
         // Its backups come with the read (see `Event::Followed`).
@@ -262,37 +268,33 @@ impl Loop {
         let me = self.mine(kv);
         self.primaries.insert(t, me);
         self.vacant.remove(&t);
-        if let Some((_, slot)) = was_backup {
-            self.promote(t, slot, term);
-        }
-        if !self.stream_is_ours(term) {
-            self.task = Some((self.cfg.job.factory)(t));
+        if fresh {
             self.call(|task, cx| task.init(cx));
+            self.stream = Stream::default();
             if self.cfg.job.replicas_of(t) > 1 {
-                let snapshot = self.task.as_ref().and_then(|task| task.snapshot());
+                let snapshot = self.role.app().and_then(|task| task.snapshot());
                 let first = snapshot.map(|s| ReplicaEntry::Snapshot(Arc::new(s)));
                 self.stream = Stream::begin(term, first.is_some(), first.unwrap_or(ReplicaEntry::Start));
             }
+        } else {
+            let old = std::mem::take(&mut self.stream);
+            self.restart_stream(term, old);
         }
         self.track_backups();
         self.call(|task, cx| task.became_primary(cx, term));
         self.apply_pending().await?;
         let epoch = self.epoch;
-        self.entered = false;
         self.enter(epoch).await
     }
 
-    /// Whether the stream is this primary's (a promoted backup's), rather
-    /// than to be begun afresh.
-    pub(super) fn stream_is_ours(&self, term: u64) -> bool {
-        self.stream.term == term
-    }
-
-    /// A backup that has just won its task: its state is the task's; the
-    /// replies the old primary released this epoch are its own; it
-    /// writes a new stream for the other backups.
-    pub(super) fn promote(&mut self, t: TaskId, slot: u32, term: u64) {
-        tracing::info!(node = self.cfg.node_id, task = t, term, "a backup takes its task over");
+    /// A backup (of slot `slot`) that has just won its task gives up its
+    /// slot. If it had caught up (`caught_up`), its state is the task's
+    /// and the replies the old primary released this epoch are its own:
+    /// it keeps them (`true`), and writes a new stream for the other
+    /// backups. Else it takes over as a spare would, from the task's
+    /// initial state (`false`).
+    pub(super) fn promote(&mut self, t: TaskId, slot: u32, caught_up: bool) -> bool {
+        tracing::info!(node = self.cfg.node_id, task = t, "a backup takes its task over");
         if let Some(m) = self.backups.get_mut(&t) {
             m.remove(&slot);
         }
@@ -302,17 +304,14 @@ impl Loop {
                 tracing::warn!(task = t, error = %e, "cannot give up the backup slot");
             }
         });
-        let mut old = std::mem::take(&mut self.stream);
-        if !old.ready {
-            // It never caught up: it takes over as a spare would, from the
-            // task's initial state (the caller builds it).
+        if !caught_up {
             tracing::info!(task = t, "the backup had not caught up: starting the task afresh");
-            return;
+            return false;
         }
         let epoch = self.epoch;
-        let kept = std::mem::take(&mut old.served).into_iter().filter(|(_, (e, _))| *e == epoch).map(|(k, (_, frame))| (k, frame));
+        let kept = std::mem::take(&mut self.stream.served).into_iter().filter(|(_, (e, _))| *e == epoch).map(|(k, (_, frame))| (k, frame));
         self.replies.adopt(epoch, kept);
-        self.restart_stream(term, old);
+        true
     }
 
     /// The stream of this primary's new term `term`, from the state it
@@ -320,7 +319,7 @@ impl Loop {
     /// backup starts over from it.
     pub(super) fn restart_stream(&mut self, term: u64, old: Stream) {
         self.stream = if old.snapshots {
-            let snapshot = self.task.as_ref().and_then(|task| task.snapshot()).unwrap_or_default();
+            let snapshot = self.role.app().and_then(|task| task.snapshot()).unwrap_or_default();
             let mut stream = Stream::begin(term, true, ReplicaEntry::Snapshot(Arc::new(snapshot)));
             self.push_served_cache(&mut stream);
             stream

@@ -148,7 +148,7 @@ impl Loop {
     /// a neighbour over this epoch.
     pub(super) fn neighbour_event(&mut self, t: TaskId, restarted: bool) {
         let Some((me, _)) = self.role.primary() else { return };
-        if !self.entered || t == me {
+        if !self.role.entered() || t == me {
             return;
         }
         let term = self.primaries.get(&t).map_or(0, |p| p.term);
@@ -229,9 +229,9 @@ impl Loop {
         for t in kvs.iter().filter_map(|kv| self.keys.primary_task(&kv.key)).collect::<Vec<_>>() {
             self.reroute(t);
         }
-        match self.role {
+        match self.role.seat() {
             // Backups of ours it did not know of: bring them up to date.
-            Role::Primary { task, .. } => {
+            Seat::Primary { task, .. } => {
                 let known = self.sending.slots();
                 let new: Vec<u32> = self.backups.get(&task).map_or(Vec::new(), |m| m.keys().copied().filter(|s| !known.contains(s)).collect());
                 if self.cfg.job.replicas_of(task) > 1 && !new.is_empty() {
@@ -242,13 +242,15 @@ impl Loop {
                     self.pump();
                 }
             }
-            Role::Backup { task, .. } => {
-                if !self.watching && self.primaries.contains_key(&task) {
-                    self.watching = true;
-                    self.watch_primary();
+            Seat::Backup { task, .. } => {
+                if let (Role::Backup(b), true) = (&mut self.role, self.primaries.contains_key(&task)) {
+                    if !b.watching {
+                        b.watching = true;
+                        self.watch_primary();
+                    }
                 }
             }
-            Role::Spare => self.find_work(),
+            Seat::Spare => self.find_work(),
         }
     }
 

@@ -58,7 +58,7 @@ pub(crate) use crate::transport::{Answer, CallFailure, Fetched, ReplicaEntry, Re
 use lease::{Keeper, LeaseNews, SureUntil};
 use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
-use event_loop::{Effect, Event, KeyHolder, Loop, Role, Vacancy};
+use event_loop::{Effect, Event, KeyHolder, Loop, Role, Seat, Vacancy};
 use outbox::{Outbox, RETRY_MIN};
 use serve::Replies;
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
@@ -336,10 +336,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         role: Role::Spare,
         backups: HashMap::new(),
         stream: Stream::default(),
-        watching: false,
-        task: None,
         epoch: 0,
-        entered: false,
         status: JobStatus::Running,
         primaries: HashMap::new(),
         outbox: Outbox::default(),

@@ -28,7 +28,7 @@ impl Loop {
         if self.role.primary().is_some() {
             self.lane.retake();
         }
-        self.attempt(takeover::rejoin(self.claimant(), self.role, gone));
+        self.attempt(takeover::rejoin(self.claimant(), self.role.seat(), gone));
     }
 
     /// What a rejoin did.
@@ -58,15 +58,17 @@ impl Loop {
             }
             other => other,
         };
-        match (self.role, key) {
-            (Role::Primary { task: t, term: old_term }, Some(Ok(kv))) => {
+        match (self.role.seat(), key) {
+            (Seat::Primary { task: t, term: old_term }, Some(Ok(kv))) => {
                 let term = kv.create_revision as u64;
                 self.lane.hold(t, term);
                 if term == old_term {
                     return Ok(());
                 }
                 tracing::info!(node = me, task = t, old_term, term, "took its task again, with its state, under a new term");
-                self.role = Role::Primary { task: t, term };
+                if let Role::Primary(p) = &mut self.role {
+                    p.term = term;
+                }
                 self.shared.set_role(t as i64, term);
                 let holder = self.mine(&kv);
                 self.primaries.insert(t, holder);
@@ -78,23 +80,23 @@ impl Loop {
                 self.call(|task, cx| task.became_primary(cx, term));
                 Ok(())
             }
-            (Role::Primary { task: t, .. }, Some(Err(existing))) => {
+            (Seat::Primary { task: t, .. }, Some(Err(existing))) => {
                 self.learn(&existing);
                 tracing::warn!(node = me, task = t, "another node took the task while this one had lost it: stepping down");
                 Err(NodeExit::Replaced { task: t })
             }
-            (Role::Backup { task: t, slot }, Some(Ok(kv))) => {
+            (Seat::Backup { task: t, slot }, Some(Ok(kv))) => {
                 tracing::info!(node = me, task = t, slot, "took its backup slot again");
                 let holder = self.mine(&kv);
                 let renewed = self.backups.get(&t).and_then(|m| m.get(&slot)).is_none_or(|b| b.term != holder.term);
                 self.backups.entry(t).or_default().insert(slot, holder);
-                if renewed {
+                if let (true, Role::Backup(b)) = (renewed, &mut self.role) {
                     // Its primary did not sync it while its key was gone.
-                    self.stream.ready = false;
+                    b.caught_up = false;
                 }
                 Ok(())
             }
-            (Role::Backup { task: t, slot }, Some(Err(existing))) => {
+            (Seat::Backup { task: t, slot }, Some(Err(existing))) => {
                 self.learn(&existing);
                 tracing::warn!(node = me, task = t, slot, "another node took the backup slot: stopping");
                 Err(NodeExit::BackupDropped { task: t })

@@ -207,7 +207,7 @@ impl Loop {
             }
             return Ok(());
         }
-        if req.epoch > self.epoch || !self.entered {
+        if req.epoch > self.epoch || !self.role.entered() {
             // Early: answer once this task enters that epoch.
             let full = Status::new(StatusKind::Internal, "too many early requests", self.epoch, self.term());
             self.replies.hold(req, respond, full);
@@ -237,7 +237,7 @@ impl Loop {
             return Ok(());
         }
         let _ = respond.send(Status::ok(self.epoch, self.term()));
-        if flag.epoch > self.epoch || !self.entered {
+        if flag.epoch > self.epoch || !self.role.entered() {
             // Early: deliver once this task enters that epoch.
             self.replies.hold_flag(flag);
             return Ok(());

@@ -16,7 +16,7 @@ use crate::coord::{CoordError, Coordinator, KeyValue, LeaseId};
 use crate::graph::TaskId;
 use crate::keys::{Holder, JobStatus, Keys};
 
-use super::event_loop::Role;
+use super::event_loop::Seat;
 use super::session::patiently;
 use super::NodeExit;
 
@@ -226,13 +226,13 @@ pub(super) async fn back(c: Claimant, task: TaskId, slots: Vec<u32>, check: Leas
 /// them again, under a new lease if its own lapsed. `gone`: the key that
 /// went is this backup's slot, held under that lease; if it is this
 /// node's lease and it lives, its primary dropped it, and it stops.
-pub(super) async fn rejoin(c: Claimant, role: Role, gone: Option<LeaseId>) -> Took {
+pub(super) async fn rejoin(c: Claimant, role: Seat, gone: Option<LeaseId>) -> Took {
     let alive = match patiently(|| c.coord.keep_alive(c.lease)).await {
         Ok(()) => true,
         Err(error @ CoordError::Unavailable(_)) => return Took::Failed { what: "renew its lease", error },
         Err(_) => false,
     };
-    if let (true, true, Role::Backup { task, slot }) = (alive, gone == Some(c.lease), role) {
+    if let (true, true, Seat::Backup { task, slot }) = (alive, gone == Some(c.lease), role) {
         tracing::warn!(node = c.node_id, task, slot, "dropped by the task's primary: stopping");
         return Took::Exit(NodeExit::BackupDropped { task });
     }
@@ -258,9 +258,9 @@ pub(super) async fn rejoin(c: Claimant, role: Role, gone: Option<LeaseId>) -> To
         }
     }
     let key = match role {
-        Role::Spare => None,
-        Role::Primary { task, .. } => Some(c.keys.primary(task)),
-        Role::Backup { task, slot } => Some(c.keys.backup(task, slot)),
+        Seat::Spare => None,
+        Seat::Primary { task, .. } => Some(c.keys.primary(task)),
+        Seat::Backup { task, slot } => Some(c.keys.backup(task, slot)),
     };
     let key = match key {
         None => None,

@@ -31,6 +31,10 @@ impl Loop {
                 return Ok(((Status::ok(self.epoch, 0), 0), false));
             }
             self.stream = Stream { term: batch.term, snapshots: self.stream.snapshots, ..Default::default() };
+            // It has caught up with no stream of this term yet.
+            if let Role::Backup(b) = &mut self.role {
+                b.caught_up = false;
+            }
             self.stream.restart_at(batch.first);
         }
         let applied = self.stream.end;
@@ -58,10 +62,11 @@ impl Loop {
     /// (a backup that holds all of it has caught up), and whether it has
     /// just caught up (then the answer waits for its key to say so).
     pub(in crate::node) fn acknowledge(&mut self, t: TaskId, end: u64) -> ((Status, u64), bool) {
-        let caught_up = self.stream.end >= end && !self.stream.ready;
+        let Role::Backup(b) = &mut self.role else { return ((Status::ok(self.epoch, 0), self.stream.end), false) };
+        let caught_up = self.stream.end >= end && !b.caught_up;
         if caught_up {
             tracing::debug!(task = t, position = self.stream.end, "the backup has caught up");
-            self.stream.ready = true;
+            b.caught_up = true;
         }
         ((Status::ok(self.epoch, 0), self.stream.end), caught_up)
     }
@@ -122,7 +127,9 @@ impl Loop {
     pub(in crate::node) fn apply_entry(&mut self, t: TaskId, entry: ReplicaEntry) {
         match &entry {
             ReplicaEntry::Start => {
-                self.task = Some((self.cfg.job.factory)(t));
+                if let Role::Backup(b) = &mut self.role {
+                    b.app = (self.cfg.job.factory)(t);
+                }
                 self.call_backup(|task, cx| task.init(cx));
                 self.stream.served.clear();
                 self.stream.restart_at(self.stream.end + 1);

@@ -40,10 +40,6 @@ pub(crate) struct Stream {
     /// On a backup: the replies the primary released, by (edge,
     /// requester), with their epoch.
     pub(crate) served: HashMap<(u32, TaskId), KeptReply>,
-    /// On a backup: it has caught up with this term's stream once. From
-    /// then on the primary syncs it before every effect, so it holds
-    /// everything the world has seen of the task: it may take over.
-    pub(crate) ready: bool,
     /// Log entries before this index hold no reply of a past epoch (the
     /// stream is in time order, so the next forgetting starts here).
     pub(crate) forgotten: usize,
