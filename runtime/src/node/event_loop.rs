@@ -310,7 +310,7 @@ impl Loop {
     pub(super) async fn handle(&mut self, event: Event) -> Result<(), Exit> {
         match event {
             Event::Fetch(req, respond) => self.on_fetch(req, respond).await,
-            Event::Flag(flag, respond) => self.on_flag(flag, respond).await,
+            Event::Flag(flag, respond) => self.on_flag(flag, respond),
             Event::Replicate(batch, respond) => {
                 match self.on_replicate(batch)? {
                     (answer, true) => self.publish_ready(answer, respond),

@@ -19,7 +19,8 @@
 //! | `takeover.rs` | the coordinator work of taking a task or this node's keys again, off the loop, one attempt at a time |
 //! | `rejoin.rs` | taking this node's keys again after its lease lapsed, or stepping down |
 //! | `epoch.rs` | entering an epoch; running the handlers' actions |
-//! | `serve.rs` | admitting fetches and flags, early requests, the reply cache |
+//! | `admission.rs` | whether a peer's fetch or flag is let in, held for its epoch, or refused |
+//! | `serve.rs` | acting on admission: early requests, the reply cache, calling `serve` and `meta_ready` |
 //! | `outbox.rs` | fetch and flag delivery: retry, fencing, back-off, reroute |
 //! | `replication/` | the stream (`mod.rs`), backups' progress and the gate (`progress.rs`), the primary's and the backup's sides (`primary.rs`, `follower.rs`) |
 //! | `session.rs` | the lane: records, advances and the job's end, written in order off the loop |
@@ -27,6 +28,7 @@
 //!
 //! `README.md` beside this file draws the states and transitions.
 
+mod admission;
 mod epoch;
 mod event_loop;
 mod failover;

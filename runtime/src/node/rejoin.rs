@@ -86,11 +86,15 @@ impl Loop {
                 Err(NodeExit::Replaced { task: t })
             }
             (Seat::Backup { task: t, slot }, Some(Ok(kv))) => {
-                tracing::info!(node = me, task = t, slot, "took its backup slot again");
                 let holder = self.mine(&kv);
-                let renewed = self.backups.get(&t).and_then(|m| m.get(&slot)).is_none_or(|b| b.term != holder.term);
+                if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|b| b.term == holder.term) {
+                    // The key it holds already (what it knows of it, say
+                    // that it is marked ready, is newer than this read).
+                    return Ok(());
+                }
+                tracing::info!(node = me, task = t, slot, "took its backup slot again");
                 self.backups.entry(t).or_default().insert(slot, holder);
-                if let (true, Role::Backup(b)) = (renewed, &mut self.role) {
+                if let Role::Backup(b) = &mut self.role {
                     // Its primary did not sync it while its key was gone.
                     b.caught_up = false;
                 }
