@@ -200,8 +200,6 @@ pub(super) struct Loop {
     pub(super) gave_up: bool,
     /// On task 0's primary: when to compact the coordinator's history.
     pub(super) compactor: Option<crate::coord::Compactor>,
-    /// The key prefixes this node follows (see `follow`).
-    pub(super) followed: Vec<String>,
     pub(super) value: Vec<u8>,
     pub(super) tx: mpsc::UnboundedSender<Event>,
     pub(super) spawner: Spawner,
@@ -209,13 +207,12 @@ pub(super) struct Loop {
     pub(super) shared: Rc<Shared>,
     /// Spare, backup of a task, or primary of a task.
     pub(super) role: Role,
-    /// Every task's backups, by slot (from the coordinator).
-    pub(super) backups: HashMap<TaskId, std::collections::BTreeMap<u32, KeyHolder>>,
+    /// Who holds the tasks' keys, as this node knows (see `membership`).
+    pub(super) members: Members,
     /// The replication stream this node writes (primary) or follows (backup).
     pub(super) stream: Stream,
     pub(super) epoch: Epoch,
     pub(super) status: JobStatus,
-    pub(super) primaries: HashMap<TaskId, KeyHolder>,
     /// This task's fetches, and the flags it sent this epoch: retried
     /// until delivered, and sent again to a receiver's new node.
     pub(super) outbox: Outbox,
@@ -225,9 +222,6 @@ pub(super) struct Loop {
     pub(super) last_check: Option<Instant>,
     /// The attempt to take a task in flight, if any (see `takeover`).
     pub(super) taking: super::takeover::Taking,
-    /// Tasks whose primary key was seen deleted (for backups and spares
-    /// to claim; see `fill_vacancy`).
-    pub(super) vacant: HashMap<TaskId, Vacancy>,
     /// Actions of handlers, run in order by `apply_pending`.
     pub(super) pending: std::collections::VecDeque<Action>,
     /// Records, epoch advances and the job's end, written in order off
@@ -342,7 +336,7 @@ impl Loop {
                 // Its process may have died: check the tasks it held now,
                 // rather than when their leases run out.
                 let held: Vec<(TaskId, i64)> =
-                    self.primaries.iter().filter(|(_, p)| p.addr == addr).map(|(t, p)| (*t, p.mod_revision)).collect();
+                    self.members.primaries.iter().filter(|(_, p)| p.addr == addr).map(|(t, p)| (*t, p.mod_revision)).collect();
                 if !held.is_empty() {
                     let (tx, refused) = (self.tx.clone(), self.peers.refused(addr));
                     self.spawner.spawn(async move {
@@ -356,7 +350,7 @@ impl Loop {
                 Ok(())
             }
             Event::PrimaryGone { task, mod_revision } => {
-                if let Some(p) = self.primaries.get(&task).filter(|p| p.mod_revision == mod_revision) {
+                if let Some(p) = self.members.primaries.get(&task).filter(|p| p.mod_revision == mod_revision) {
                     tracing::info!(task, "the task's primary is gone (its connection ended, its port is closed); freeing the task");
                     self.evict(task, p.term);
                 }
@@ -409,7 +403,7 @@ impl Loop {
         if now >= self.next_vacancy_check && !self.gave_up && self.status == JobStatus::Running {
             self.next_vacancy_check = now + Duration::from_secs(1).min(self.cfg.job.vacancy_timeout / 4);
             let limit = self.cfg.job.vacancy_timeout;
-            if let Some((t, v)) = self.vacant.iter().filter(|(_, v)| now.duration_since(v.since) > limit).min_by_key(|(t, _)| **t) {
+            if let Some((t, v)) = self.members.vacant.iter().filter(|(_, v)| now.duration_since(v.since) > limit).min_by_key(|(t, _)| **t) {
                 let why = format!(
                     "task {t} has had no node for {:.1?} (its nodes died and no spare took it over; the limit is Job::vacancy_timeout, {limit:?})",
                     now.duration_since(v.since)
@@ -423,7 +417,7 @@ impl Loop {
         // A backup keeps its watch on its primary open (a connection can
         // end for reasons of its own; the primary may have moved).
         if let Role::Backup(b) = &mut self.role {
-            if self.primaries.get(&b.task).is_some_and(|p| !self.peers.connected(p.addr)) && !b.watching {
+            if self.members.primaries.get(&b.task).is_some_and(|p| !self.peers.connected(p.addr)) && !b.watching {
                 b.watching = true;
                 self.watch_primary();
             }
@@ -434,7 +428,7 @@ impl Loop {
         // has for a lease's time (or the task has no backup at all).
         if self.role.primary().is_none() && self.status == JobStatus::Running && !self.taking.busy() {
             let now = Instant::now();
-            let mut due: Vec<TaskId> = self.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
+            let mut due: Vec<TaskId> = self.members.vacant.iter().filter(|(_, v)| v.next_look <= now).map(|(t, _)| *t).collect();
             due.sort_unstable();
             for t in due {
                 // (One attempt at a time: the first that starts one.)

@@ -65,7 +65,7 @@ impl Loop {
     /// without its state); with no such backup, it claims at once (see
     /// `takeover::look`).
     pub(super) fn fill_vacancy(&mut self, t: TaskId) {
-        if self.role.primary().is_some() || self.status != JobStatus::Running || self.primaries.contains_key(&t) {
+        if self.role.primary().is_some() || self.status != JobStatus::Running || self.members.primaries.contains_key(&t) {
             return;
         }
         let mine = self.role.backup().is_some_and(|(b, _)| b == t);
@@ -76,7 +76,7 @@ impl Loop {
         // too: then the task's own node is about to take it again, state
         // and all. Leave it that while.
         if self.settling() {
-            if let (Some(at), Some(v)) = (self.rejoined_at, self.vacant.get_mut(&t)) {
+            if let (Some(at), Some(v)) = (self.rejoined_at, self.members.vacant.get_mut(&t)) {
                 v.next_look = at + self.cfg.job.lease_ttl;
             }
             return;
@@ -88,7 +88,7 @@ impl Loop {
             (false, true) => LeaseCheck::No,
         };
         let now = Instant::now();
-        let v = self.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
+        let v = self.members.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
         v.next_look = now + self.cfg.job.lease_ttl / 2;
         let vacant_for = now.duration_since(v.since);
         self.attempt(takeover::claim(self.claimant(), t, check, ready, vacant_for));
@@ -109,7 +109,7 @@ impl Loop {
         }
         let tasks = self.cfg.job.tasks;
         let now = Instant::now();
-        let due = |l: &Loop, t: TaskId| !l.primaries.contains_key(&t) && l.vacant.get(&t).is_none_or(|v| v.next_look <= now);
+        let due = |l: &Loop, t: TaskId| !l.members.primaries.contains_key(&t) && l.members.vacant.get(&t).is_none_or(|v| v.next_look <= now);
         if let Some(t) = self.cfg.preferred_task.filter(|&t| t < tasks) {
             if due(self, t) {
                 return self.fill_vacancy(t);
@@ -121,14 +121,14 @@ impl Loop {
         // A spare: it follows every task, to fill their vacancies (the
         // read comes back as `Event::Followed`, which looks again).
         let all = self.keys.tasks();
-        if !self.followed.contains(&all) {
+        if !self.members.followed.contains(&all) {
             return self.follow_soon(all);
         }
         if let Some(t) = (0..tasks).find(|&t| due(self, t)) {
             return self.fill_vacancy(t);
         }
         for t in 0..tasks {
-            if self.primaries.contains_key(&t) && self.try_backup(t) {
+            if self.members.primaries.contains_key(&t) && self.try_backup(t) {
                 return;
             }
         }
@@ -137,7 +137,7 @@ impl Loop {
     /// Tries to become a backup of task `t` (a free slot of `1..replicas`):
     /// whether an attempt started.
     pub(super) fn try_backup(&mut self, t: TaskId) -> bool {
-        let held = self.backups.get(&t);
+        let held = self.members.backups.get(&t);
         let free: Vec<u32> = (1..self.cfg.job.replicas_of(t)).filter(|slot| held.is_none_or(|m| !m.contains_key(slot))).collect();
         if free.is_empty() || self.holds_task() {
             return false;
@@ -157,7 +157,7 @@ impl Loop {
         result?;
         if self.status == JobStatus::Running && self.role.primary().is_none() {
             if self.holds_task() {
-                if let Some(t) = self.role.backup().map(|(t, _)| t).filter(|t| self.vacant.contains_key(t)) {
+                if let Some(t) = self.role.backup().map(|(t, _)| t).filter(|t| self.members.vacant.contains_key(t)) {
                     self.fill_vacancy(t);
                 }
             } else {
@@ -183,7 +183,7 @@ impl Loop {
                     self.learn(kv);
                 }
                 if wait {
-                    if let Some(v) = self.vacant.get_mut(&task) {
+                    if let Some(v) = self.members.vacant.get_mut(&task) {
                         v.next_look = Instant::now() + self.cfg.job.lease_ttl / 2;
                     }
                 }
@@ -221,7 +221,7 @@ impl Loop {
         }
         tracing::info!(node = self.cfg.node_id, task = t, slot, "backup of task");
         let me = self.mine(kv);
-        self.backups.entry(t).or_default().insert(slot, me);
+        self.members.backups.entry(t).or_default().insert(slot, me);
         let app = (self.cfg.job.factory)(t);
         self.role = Role::Backup(Backup { task: t, slot, app, caught_up: false, watching: false });
         self.call_backup(|task, cx| task.init(cx));
@@ -238,7 +238,7 @@ impl Loop {
     /// (and takes over at once if so), instead of waiting out its lease.
     pub(super) fn watch_primary(&mut self) {
         let Some((t, _)) = self.role.backup() else { return };
-        let Some(p) = self.primaries.get(&t).copied() else { return };
+        let Some(p) = self.members.primaries.get(&t).copied() else { return };
         let (peers, tx) = (self.peers.clone(), self.tx.clone());
         self.spawner.spawn(async move {
             let result = peers.connect(p.addr).await;
@@ -266,8 +266,8 @@ impl Loop {
         // Its backups come with the read (see `Event::Followed`).
         self.follow_soon(self.keys.task(t));
         let me = self.mine(kv);
-        self.primaries.insert(t, me);
-        self.vacant.remove(&t);
+        self.members.primaries.insert(t, me);
+        self.members.vacant.remove(&t);
         if fresh {
             self.call(|task, cx| task.init(cx));
             self.stream = Stream::default();
@@ -295,7 +295,7 @@ impl Loop {
     /// initial state (`false`).
     pub(super) fn promote(&mut self, t: TaskId, slot: u32, caught_up: bool) -> bool {
         tracing::info!(node = self.cfg.node_id, task = t, "a backup takes its task over");
-        if let Some(m) = self.backups.get_mut(&t) {
+        if let Some(m) = self.members.backups.get_mut(&t) {
             m.remove(&slot);
         }
         let (coord, key) = (self.cfg.coord.clone(), self.keys.backup(t, slot));
@@ -350,7 +350,7 @@ impl Loop {
     /// `term` (whose node is gone), so that another node takes the task
     /// over. A newer primary of the task is left alone.
     pub(super) fn evict(&mut self, t: TaskId, term: u64) {
-        let Some(p) = self.primaries.get(&t).copied().filter(|p| p.term == term) else { return };
+        let Some(p) = self.members.primaries.get(&t).copied().filter(|p| p.term == term) else { return };
         let (coord, key) = (self.cfg.coord.clone(), self.keys.primary(t));
         // Off the loop: the watch says when the key is gone.
         self.spawner.spawn(async move {

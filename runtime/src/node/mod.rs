@@ -61,6 +61,7 @@ use lease::{Keeper, LeaseNews, SureUntil};
 use replication::progress::{Answer as ReplicaAnswer, Gate, Next as ReplicaNext, Sending};
 use replication::Stream;
 use event_loop::{Effect, Event, KeyHolder, Loop, Role, Seat, Vacancy};
+use membership::Members;
 use outbox::{Outbox, RETRY_MIN};
 use serve::Replies;
 use session::{patiently, Lane, Write, Written, COORDINATOR_PATIENCE};
@@ -329,23 +330,20 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         next_vacancy_check: Instant::now(),
         gave_up: false,
         compactor: None,
-        followed: Vec::new(),
         value,
         tx,
         spawner,
         peers,
         shared,
         role: Role::Spare,
-        backups: HashMap::new(),
+        members: Members::default(),
         stream: Stream::default(),
         epoch: 0,
         status: JobStatus::Running,
-        primaries: HashMap::new(),
         outbox: Outbox::default(),
         replies: Replies::default(),
         last_check: None,
         taking: Default::default(),
-        vacant: HashMap::new(),
         pending: Default::default(),
         lane,
         sending: Sending::default(),

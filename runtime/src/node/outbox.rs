@@ -240,7 +240,7 @@ impl Loop {
     /// current primary.
     pub(super) fn send_flag(&mut self, index: usize) {
         let epoch = self.epoch;
-        let Some(p) = self.outbox.flag_target(index).and_then(|t| self.primaries.get(&t).copied()) else { return };
+        let Some(p) = self.outbox.flag_target(index).and_then(|t| self.members.primaries.get(&t).copied()) else { return };
         let Some(flag) = self.outbox.start_flag(index, p.term) else { return };
         let (peers, tx) = (self.peers.clone(), self.tx.clone());
         self.spawner.spawn(async move {
@@ -256,7 +256,7 @@ impl Loop {
     pub(super) fn send(&mut self, seq: u64) {
         let Some((me, my_term)) = self.role.primary() else { return };
         let Some(to) = self.outbox.target(seq) else { return };
-        let p = self.primaries.get(&to).copied();
+        let p = self.members.primaries.get(&to).copied();
         let Some(a) = self.outbox.start(seq, p.map(|p| p.term), Instant::now()) else { return };
         let Some(p) = p else { return };
         let req = transport::FetchRequest {
@@ -280,7 +280,7 @@ impl Loop {
     /// Resends the fetches and flags to task `t` that went to an older
     /// term, and those waiting for a primary.
     pub(super) fn reroute(&mut self, t: TaskId) {
-        let Some(p) = self.primaries.get(&t).copied() else { return };
+        let Some(p) = self.members.primaries.get(&t).copied() else { return };
         for seq in self.outbox.rerouted(t, p.term) {
             self.send(seq);
         }
@@ -301,7 +301,7 @@ impl Loop {
 
     pub(super) async fn on_fetch_done(&mut self, seq: u64, attempt: u32, result: Result<Fetched, CallFailure>) -> Result<(), Exit> {
         let Some((me, _)) = self.role.primary() else { return Ok(()) };
-        let current = self.outbox.target(seq).and_then(|t| self.primaries.get(&t)).map(|p| p.term);
+        let current = self.outbox.target(seq).and_then(|t| self.members.primaries.get(&t)).map(|p| p.term);
         match self.outbox.done(seq, attempt, result, current, me, Instant::now()) {
             Done::Stale => Ok(()),
             Done::Deliver { to, edge, epoch, frame } => {

@@ -52,7 +52,7 @@ impl Loop {
             Some(Err(kv)) if ours(&kv) => {
                 tracing::info!(node = me, key = %kv.key, "its key under the lapsed lease has not gone yet: taking it again once it has");
                 if let (Some((t, slot)), Some(h)) = (self.keys.backup_slot(&kv.key), Holder::parse(&kv.value)) {
-                    self.backups.entry(t).or_default().insert(slot, KeyHolder::of(&kv, &h));
+                    self.members.backups.entry(t).or_default().insert(slot, KeyHolder::of(&kv, &h));
                 }
                 return Ok(());
             }
@@ -71,8 +71,8 @@ impl Loop {
                 }
                 self.shared.set_role(t as i64, term);
                 let holder = self.mine(&kv);
-                self.primaries.insert(t, holder);
-                self.vacant.remove(&t);
+                self.members.primaries.insert(t, holder);
+                self.members.vacant.remove(&t);
                 if self.cfg.job.replicas_of(t) > 1 {
                     let old = std::mem::take(&mut self.stream);
                     self.restart_stream(term, old);
@@ -87,13 +87,13 @@ impl Loop {
             }
             (Seat::Backup { task: t, slot }, Some(Ok(kv))) => {
                 let holder = self.mine(&kv);
-                if self.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|b| b.term == holder.term) {
+                if self.members.backups.get(&t).and_then(|m| m.get(&slot)).is_some_and(|b| b.term == holder.term) {
                     // The key it holds already (what it knows of it, say
                     // that it is marked ready, is newer than this read).
                     return Ok(());
                 }
                 tracing::info!(node = me, task = t, slot, "took its backup slot again");
-                self.backups.entry(t).or_default().insert(slot, holder);
+                self.members.backups.entry(t).or_default().insert(slot, holder);
                 if let Role::Backup(b) = &mut self.role {
                     // Its primary did not sync it while its key was gone.
                     b.caught_up = false;

@@ -172,7 +172,7 @@ impl Loop {
             epoch: self.epoch,
             entered: self.role.entered(),
             running: self.status == JobStatus::Running,
-            primaries: &self.primaries,
+            primaries: &self.members.primaries,
         }
     }
 

@@ -20,7 +20,7 @@ impl Loop {
             }
             return refuse(StatusKind::NotPrimary, format!("node {} is not a backup of task {}", self.cfg.node_id, batch.task));
         };
-        let known = self.primaries.get(&t).map_or(0, |p| p.term).max(self.stream.term);
+        let known = self.members.primaries.get(&t).map_or(0, |p| p.term).max(self.stream.term);
         if batch.term < known {
             return refuse(StatusKind::StaleTerm, format!("task {t}'s term {} has ended (it is {known})", batch.term));
         }
@@ -77,7 +77,7 @@ impl Loop {
     /// before every effect, and whoever sees a vacancy of the task leaves
     /// it to this node.
     pub(in crate::node) fn publish_ready(&mut self, answer: (Status, u64), respond: oneshot::Sender<(Status, u64)>) {
-        let me = self.role.backup().and_then(|(t, slot)| Some((t, slot, self.backups.get(&t)?.get(&slot).copied()?)));
+        let me = self.role.backup().and_then(|(t, slot)| Some((t, slot, self.members.backups.get(&t)?.get(&slot).copied()?)));
         let Some((t, slot, me)) = me.filter(|(_, _, me)| !me.ready) else {
             let _ = respond.send(answer);
             return;
@@ -98,7 +98,7 @@ impl Loop {
     pub(in crate::node) fn on_marked_ready(&mut self, t: TaskId, slot: u32, term: u64, result: crate::coord::CoordResult<Result<i64, ()>>) -> Result<(), Exit> {
         // Only about the key this node holds now (not one it had before
         // it took the slot again).
-        let Some(b) = self.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)).filter(|b| b.term == term) else { return Ok(()) };
+        let Some(b) = self.members.backups.get_mut(&t).and_then(|m| m.get_mut(&slot)).filter(|b| b.term == term) else { return Ok(()) };
         if self.role.backup() != Some((t, slot)) {
             return Ok(());
         }

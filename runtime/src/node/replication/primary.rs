@@ -10,7 +10,7 @@ impl Loop {
     pub(in crate::node) fn track_backups(&mut self) {
         self.sending = Sending::default();
         let Some((me, _)) = self.role.primary() else { return };
-        for slot in self.backups.get(&me).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
+        for slot in self.members.backups.get(&me).map(|m| m.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
             self.sending.add(slot);
         }
         self.gate.restarted(self.stream.end);
@@ -34,7 +34,7 @@ impl Loop {
             return;
         }
         for slot in self.sending.slots() {
-            let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() else { continue };
+            let Some(b) = self.members.backups.get(&me).and_then(|m| m.get(&slot)).copied() else { continue };
             let Some(attempt) = self.sending.start(slot, self.stream.end) else { continue };
             let first = (self.sending.acked(slot) + 1).max(self.stream.base);
             let entries = self.stream.batch(first);
@@ -71,7 +71,7 @@ impl Loop {
                 self.check_primary();
             }
             ReplicaNext::Drop(why) => {
-                if let Some(b) = self.backups.get(&me).and_then(|m| m.get(&slot)).copied() {
+                if let Some(b) = self.members.backups.get(&me).and_then(|m| m.get(&slot)).copied() {
                     tracing::warn!(task = me, slot, node = b.node, %why, "a backup is unreachable or does not follow: dropping it");
                     self.drop_backup(me, slot, b);
                 }
@@ -122,7 +122,7 @@ impl Loop {
         if self.role.primary().map(|(me, _)| me) != Some(t) {
             return Ok(());
         }
-        if let Some(m) = self.backups.get_mut(&t) {
+        if let Some(m) = self.members.backups.get_mut(&t) {
             if m.get(&slot).is_some_and(|b| b.term == term) {
                 m.remove(&slot);
                 self.sending.remove(slot);
