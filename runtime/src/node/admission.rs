@@ -21,6 +21,10 @@ pub(super) struct Admission<'a> {
     pub(super) entered: bool,
     /// The job still runs.
     pub(super) running: bool,
+    /// The task this node is claiming (its key may be created already,
+    /// and peers may know): fetches for it wait for the outcome rather
+    /// than being refused and retried after a back-off.
+    pub(super) claiming: Option<TaskId>,
     /// The primaries this node knows of, by task (their terms fence
     /// requests sent under an ended term).
     pub(super) primaries: &'a HashMap<TaskId, KeyHolder>,
@@ -73,6 +77,9 @@ impl Admission<'_> {
         }
         if !self.running {
             return self.refuse(StatusKind::ShuttingDown, "the job ended".into());
+        }
+        if self.primary_of() != Some(req.to_task) && self.claiming == Some(req.to_task) {
+            return Admit::Early;
         }
         if self.primary_of() != Some(req.to_task) {
             let status = Status::new(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.node, req.to_task), self.epoch, 0);
@@ -162,7 +169,16 @@ mod tests {
     fn at(f: impl FnOnce(&mut Admission<'_>)) {
         let job = job();
         let primaries: HashMap<TaskId, KeyHolder> = [(1, holder(20))].into();
-        let mut a = Admission { job: &job, node: 3, seat: Seat::Primary { task: 0, term: 10 }, epoch: 4, entered: true, running: true, primaries: &primaries };
+        let mut a = Admission {
+            job: &job,
+            node: 3,
+            seat: Seat::Primary { task: 0, term: 10 },
+            epoch: 4,
+            entered: true,
+            running: true,
+            claiming: None,
+            primaries: &primaries,
+        };
         f(&mut a);
     }
 
@@ -215,6 +231,21 @@ mod tests {
             a.seat = Seat::Backup { task: 0, slot: 1 };
             assert_eq!(kind(a.fetch(&request())), (StatusKind::NotPrimary, false));
             assert_eq!(kind(a.flag(&flag())), (StatusKind::BadRequest, false));
+        });
+    }
+
+    #[test]
+    fn a_fetch_for_the_task_this_node_is_claiming_waits_for_the_claim() {
+        at(|a| {
+            a.seat = Seat::Spare;
+            a.claiming = Some(0);
+            assert_eq!(a.fetch(&FetchRequest { responder_term: 30, ..request() }), Admit::Early);
+            assert_eq!(kind(a.fetch(&FetchRequest { to_task: 1, ..request() })), (StatusKind::NotPrimary, false));
+            // Flags are answered at once (held ones count as delivered), so
+            // they are not held for a claim that may fail.
+            assert_eq!(kind(a.flag(&flag())), (StatusKind::BadRequest, false));
+            a.running = false;
+            assert_eq!(kind(a.fetch(&request())), (StatusKind::ShuttingDown, false));
         });
     }
 

@@ -91,7 +91,9 @@ impl Loop {
         let v = self.members.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
         v.next_look = now + self.cfg.job.lease_ttl / 2;
         let vacant_for = now.duration_since(v.since);
-        self.attempt(takeover::claim(self.claimant(), t, check, ready, vacant_for));
+        if self.attempt(takeover::claim(self.claimant(), t, check, ready, vacant_for)) {
+            self.taking.claims(t);
+        }
     }
 
     /// A node without a task looks for one: its preferred task (the
@@ -148,8 +150,15 @@ impl Loop {
 
     /// What an attempt to take a task found.
     pub(super) async fn on_took(&mut self, took: Took) -> Result<(), Exit> {
+        let claimed = self.taking.claiming();
         let waiting_rejoin = self.taking.finished();
         let result = self.took(took).await;
+        if let Some(t) = claimed.filter(|&t| self.role.primary().map(|(p, _)| p) != Some(t)) {
+            // Fetches that waited for the claim: this node is not the
+            // task's primary after all.
+            let status = Status::new(StatusKind::NotPrimary, format!("node {} is not task {t}'s primary", self.cfg.node_id), self.epoch, 0);
+            self.replies.refuse_held(&status);
+        }
         if let Some(gone) = waiting_rejoin {
             // It waited for the attempt; what it is about may have changed.
             self.rejoin(gone.filter(|_| self.role.backup().is_some()));

@@ -90,6 +90,8 @@ pub(super) struct Retaken {
 #[derive(Debug, Default)]
 pub(super) struct Taking {
     busy: bool,
+    /// The task the attempt in flight claims, if it is a claim.
+    claiming: Option<TaskId>,
     /// A rejoin waits for the attempt in flight (`Some(gone)`, see
     /// `Loop::rejoin`).
     rejoin: Option<Option<LeaseId>>,
@@ -106,6 +108,16 @@ impl Taking {
         !std::mem::replace(&mut self.busy, true)
     }
 
+    /// The attempt just started claims task `t`.
+    pub(super) fn claims(&mut self, t: TaskId) {
+        self.claiming = Some(t);
+    }
+
+    /// The task the attempt in flight claims.
+    pub(super) fn claiming(&self) -> Option<TaskId> {
+        self.claiming
+    }
+
     /// A rejoin is wanted while an attempt is in flight: it runs after.
     pub(super) fn rejoin_later(&mut self, gone: Option<LeaseId>) {
         self.rejoin = Some(gone.or(self.rejoin.flatten()));
@@ -114,6 +126,7 @@ impl Taking {
     /// The attempt in flight finished: a rejoin that waited for it, if any.
     pub(super) fn finished(&mut self) -> Option<Option<LeaseId>> {
         self.busy = false;
+        self.claiming = None;
         self.rejoin.take()
     }
 }
@@ -315,11 +328,14 @@ mod tests {
     fn one_attempt_at_a_time_and_a_rejoin_waits_for_it() {
         let mut taking = Taking::default();
         assert!(taking.start());
+        taking.claims(3);
         assert!(!taking.start());
+        assert_eq!(taking.claiming(), Some(3));
         taking.rejoin_later(None);
         taking.rejoin_later(Some(7));
         taking.rejoin_later(None);
         assert_eq!(taking.finished(), Some(Some(7)));
+        assert_eq!(taking.claiming(), None);
         assert!(!taking.busy());
         assert_eq!(taking.finished(), None);
         assert!(taking.start());
