@@ -119,7 +119,7 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
     let coord = Embedded::new();
     let cluster_coord: Arc<dyn Coordinator> = Arc::new(coord.clone());
     let cluster = std::thread::spawn(move || {
-        LocalCluster::new(jobs::idle_job(JOB, 2)).coordinator(cluster_coord).timeout(Duration::from_secs(60)).run()
+        LocalCluster::new(jobs::idle_job(JOB, 4)).coordinator(cluster_coord).timeout(Duration::from_secs(60)).run()
     });
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -159,6 +159,42 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
         assert_eq!(kind(Fetch { responder_term: term + 1_000, ..Fetch::default() }).await, StatusKind::StaleTerm);
         // A requester whose term has ended (a replaced primary) is fenced.
         assert_eq!(kind(Fetch { requester_term: term_0 - 1, ..Fetch::default() }).await, StatusKind::StaleTerm);
+        // A task that is no neighbour of task 1 (on this ring, task 3) gets
+        // nothing of it, whatever it names.
+        assert_eq!(kind(Fetch { from: 3, ..Fetch::default() }).await, StatusKind::BadRequest);
+        assert_eq!(kind(Fetch { from: 3, epoch: 2, ..Fetch::default() }).await, StatusKind::BadRequest);
+        // Requests far ahead are refused at once (the requester may retry),
+        // not held until an epoch that never comes.
+        for epoch in [100, 1 << 63, u64::MAX] {
+            assert_eq!(kind(Fetch { epoch, ..Fetch::default() }).await, StatusKind::Internal, "epoch {epoch}");
+        }
+        // Refusals name no live term, and repeat little of what they got.
+        let mut call = client.fetch_request();
+        {
+            let mut r = call.get().init_request();
+            r.set_job(&"x".repeat(4 << 20));
+            r.set_to_task(1);
+        }
+        let response = call.send().promise.await.expect("the node answers");
+        let status = response.get().unwrap().get_response().unwrap().get_status().unwrap();
+        assert_eq!(status.get_kind().unwrap(), StatusKind::WrongJob);
+        assert!(status.get_detail().unwrap().len() < 200, "{} bytes of detail", status.get_detail().unwrap().len());
+        let mut call = client.fetch_request();
+        {
+            let mut r = call.get().init_request();
+            r.set_job(JOB);
+            r.set_epoch(1);
+            r.set_to_task(1);
+            r.set_edge(jobs::NUM.id);
+            r.set_requester_term(1);
+            r.set_responder_term(term + 1);
+        }
+        let response = call.send().promise.await.expect("the node answers");
+        let status = response.get().unwrap().get_response().unwrap().get_status().unwrap();
+        assert_eq!(status.get_kind().unwrap(), StatusKind::StaleTerm);
+        assert_eq!(status.get_term(), 0, "a refusal names no term");
+        let detail = status.get_detail().unwrap().to_string().unwrap();
+        assert!(!detail.contains(&term.to_string()), "the live term leaks: {detail}");
         let (stale, epoch, payload) = fetch(&client, Fetch { epoch: 0, ..Fetch::default() }).await;
         assert_eq!((stale, epoch), (StatusKind::StaleEpoch, 1), "a stale epoch is refused, and the current one named");
         assert!(payload.is_empty(), "nothing is served for a stale epoch");
@@ -169,14 +205,23 @@ fn a_rogue_client_gets_errors_and_the_node_keeps_serving() {
         call.get().set_index(1);
         assert!(call.send().promise.await.is_err());
 
-        // Flags for another node's task, and for an epoch that is over.
-        for (to, epoch, expected) in [(0, 1, StatusKind::BadRequest), (1, 0, StatusKind::StaleEpoch)] {
+        // Flags for another node's task, for an epoch that is over, from a
+        // task that is no neighbour over the link, and far ahead.
+        for (from, to, epoch, expected) in [
+            (0, 0, 1, StatusKind::BadRequest),
+            (0, 1, 0, StatusKind::StaleEpoch),
+            (3, 1, 1, StatusKind::BadRequest),
+            (0, 1, 1 << 62, StatusKind::Internal),
+        ] {
             let mut call = client.flag_request();
             {
                 let mut f = call.get().init_flag();
                 f.set_job(JOB);
                 f.set_epoch(epoch);
+                f.set_from_task(from);
                 f.set_to_task(to);
+                // Task 0 is task 1's predecessor: `prev` (link 1) from 1's side.
+                f.set_link(1);
             }
             let response = call.send().promise.await.unwrap();
             assert_eq!(response.get().unwrap().get_status().unwrap().get_kind().unwrap(), expected);

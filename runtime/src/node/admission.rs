@@ -11,6 +11,24 @@ use crate::transport::{FetchRequest, MetaFlag, Status, StatusKind};
 
 use super::event_loop::{KeyHolder, Seat};
 
+/// How many epochs ahead of this node's a request may be and still be held
+/// for its epoch (a neighbour may run ahead while this node's view of the
+/// epoch lags). Further ahead, it is refused and the requester retries: a
+/// peer cannot make a node hold requests for epochs that never come.
+pub(super) const EARLY_EPOCHS: Epoch = 4;
+
+/// The most of a peer's job name a refusal repeats.
+const ECHO_BYTES: usize = 64;
+
+/// At most `ECHO_BYTES` of `s` (on a character boundary).
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(ECHO_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// What decides whether a request is let in.
 pub(super) struct Admission<'a> {
     pub(super) job: &'a Job,
@@ -59,15 +77,32 @@ impl Admission<'_> {
         }
     }
 
+    /// A refusal. It names no term (a stranger learns no live term from
+    /// it); the epoch it names is public (`ping` says it too).
     fn refuse(&self, kind: StatusKind, detail: String) -> Admit {
-        Admit::Refuse { status: Status::new(kind, detail, self.epoch, self.term()), newer_term: false }
+        Admit::Refuse { status: Status::new(kind, detail, self.epoch, 0), newer_term: false }
+    }
+
+    /// Whether `peer` is a neighbour of `me` at `epoch` over `link`, or
+    /// over any link if `link` is `None`.
+    fn neighbours(&self, me: TaskId, peer: TaskId, epoch: Epoch, link: Option<u32>) -> bool {
+        let topology = &*self.job.topology;
+        topology.links().iter().filter(|l| link.is_none_or(|id| l.id == id)).any(|l| topology.neighbours(l.id, me, epoch).contains(&peer))
+    }
+
+    /// A request for `epoch`, far ahead of this node's: refused for now.
+    fn too_early(&self, epoch: Epoch) -> Option<Admit> {
+        (epoch > self.epoch.saturating_add(EARLY_EPOCHS)).then(|| {
+            let detail = format!("epoch {epoch} is more than {EARLY_EPOCHS} ahead of this node's ({}); try again later", self.epoch);
+            self.refuse(StatusKind::Internal, detail)
+        })
     }
 
     /// A peer's fetch of this node's task's data.
     pub(super) fn fetch(&self, req: &FetchRequest) -> Admit {
         let job = self.job;
         if req.job != job.name {
-            return self.refuse(StatusKind::WrongJob, format!("this node runs job `{}`, not `{}`", job.name, req.job));
+            return self.refuse(StatusKind::WrongJob, format!("this node runs job `{}`, not `{}`", clip(&job.name), clip(&req.job)));
         }
         if req.to_task >= job.tasks || req.from_task >= job.tasks {
             return self.refuse(StatusKind::UnknownTask, format!("the job has tasks 0..{}", job.tasks));
@@ -88,15 +123,27 @@ impl Admission<'_> {
         if req.responder_term > self.term() {
             // Someone knows a newer primary of this task: this node may
             // have been replaced.
-            let detail = format!("this node's term {} is older than {}", self.term(), req.responder_term);
-            return Admit::Refuse { status: Status::new(StatusKind::StaleTerm, detail, self.epoch, self.term()), newer_term: true };
+            let detail = format!("the request names a newer term of task {} than this node's", req.to_task);
+            return Admit::Refuse { status: Status::new(StatusKind::StaleTerm, detail, self.epoch, 0), newer_term: true };
         }
-        if let Some(p) = self.primaries.get(&req.from_task).filter(|p| p.term > req.requester_term) {
-            let detail = format!("task {}'s term {} has ended (it is {} now)", req.from_task, req.requester_term, p.term);
+        if self.primaries.get(&req.from_task).is_some_and(|p| p.term > req.requester_term) {
+            let detail = format!("task {}'s term {} has ended", req.from_task, req.requester_term);
             return self.refuse(StatusKind::StaleTerm, detail);
         }
         if req.epoch < self.epoch {
             return self.refuse(StatusKind::StaleEpoch, format!("epoch {} is over; the job is at {}", req.epoch, self.epoch));
+        }
+        if let Some(refusal) = self.too_early(req.epoch) {
+            return refusal;
+        }
+        // Only a neighbour of the task at the request's epoch is served (a
+        // stranger naming any task id gets nothing).
+        if !self.neighbours(req.to_task, req.from_task, req.epoch, None) {
+            let detail = format!(
+                "task {} is not a neighbour of task {} at epoch {} over any link of the topology: only neighbours fetch from each other",
+                req.from_task, req.to_task, req.epoch
+            );
+            return self.refuse(StatusKind::BadRequest, detail);
         }
         if req.epoch > self.epoch || !self.entered {
             return Admit::Early;
@@ -115,6 +162,13 @@ impl Admission<'_> {
         }
         if flag.epoch < self.epoch {
             return self.refuse(StatusKind::StaleEpoch, format!("epoch {} is over", flag.epoch));
+        }
+        if let Some(refusal) = self.too_early(flag.epoch) {
+            return refusal;
+        }
+        if !self.neighbours(flag.to_task, flag.from_task, flag.epoch, Some(flag.link)) {
+            let detail = format!("task {} is not a neighbour of task {} over link {} at epoch {}", flag.from_task, flag.to_task, flag.link, flag.epoch);
+            return self.refuse(StatusKind::BadRequest, detail);
         }
         if flag.epoch > self.epoch || !self.entered {
             return Admit::Early;
@@ -136,13 +190,18 @@ mod tests {
         fn links(&self) -> &[LinkType] {
             &LINKS
         }
+        /// Tasks 0 and 1 are peers; task 2 is no one's neighbour.
         fn neighbours(&self, _link: u32, task: TaskId, _epoch: Epoch) -> Vec<TaskId> {
-            vec![1 - task]
+            if task < 2 {
+                vec![1 - task]
+            } else {
+                vec![]
+            }
         }
     }
 
     fn job() -> Job {
-        Job::new("j", 2, Pair, |_| unreachable!("no task is built here")).edge(Edge::<()>::new(2, "value"))
+        Job::new("j", 3, Pair, |_| unreachable!("no task is built here")).edge(Edge::<()>::new(2, "value"))
     }
 
     fn holder(term: u64) -> KeyHolder {
@@ -191,7 +250,7 @@ mod tests {
     fn fetches_for_another_job_task_or_edge_are_refused_by_kind() {
         at(|a| {
             assert_eq!(kind(a.fetch(&FetchRequest { job: "other".into(), ..request() })), (StatusKind::WrongJob, false));
-            assert_eq!(kind(a.fetch(&FetchRequest { to_task: 2, ..request() })), (StatusKind::UnknownTask, false));
+            assert_eq!(kind(a.fetch(&FetchRequest { to_task: 3, ..request() })), (StatusKind::UnknownTask, false));
             assert_eq!(kind(a.fetch(&FetchRequest { from_task: u64::MAX, ..request() })), (StatusKind::UnknownTask, false));
             assert_eq!(kind(a.fetch(&FetchRequest { edge: 9, ..request() })), (StatusKind::UnknownEdge, false));
             assert_eq!(kind(a.fetch(&FetchRequest { to_task: 1, ..request() })), (StatusKind::NotPrimary, false));
@@ -235,6 +294,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_neighbour_at_the_requests_epoch_is_served_or_heard() {
+        at(|a| {
+            assert_eq!(kind(a.fetch(&FetchRequest { from_task: 2, ..request() })), (StatusKind::BadRequest, false));
+            assert_eq!(kind(a.fetch(&FetchRequest { from_task: 2, epoch: 5, ..request() })), (StatusKind::BadRequest, false));
+            assert_eq!(kind(a.flag(&MetaFlag { from_task: 2, ..flag() })), (StatusKind::BadRequest, false));
+        });
+    }
+
+    #[test]
+    fn requests_far_ahead_are_refused_not_held_and_refusals_name_no_term() {
+        at(|a| {
+            assert_eq!(a.fetch(&FetchRequest { epoch: 4 + EARLY_EPOCHS, ..request() }), Admit::Early);
+            for epoch in [5 + EARLY_EPOCHS, 1 << 63, u64::MAX] {
+                assert_eq!(kind(a.fetch(&FetchRequest { epoch, ..request() })), (StatusKind::Internal, false), "{epoch}");
+                assert_eq!(kind(a.flag(&MetaFlag { epoch, ..flag() })), (StatusKind::Internal, false), "{epoch}");
+            }
+            for req in [
+                FetchRequest { responder_term: 11, ..request() },
+                FetchRequest { requester_term: 19, ..request() },
+                FetchRequest { job: "x".repeat(1 << 20), ..request() },
+            ] {
+                let Admit::Refuse { status, .. } = a.fetch(&req) else { panic!("admitted") };
+                assert_eq!(status.term, 0);
+                assert!(!status.detail.contains("10") && !status.detail.contains("20"), "{}", status.detail);
+                assert!(status.detail.len() < 200, "{} bytes", status.detail.len());
+            }
+        });
+    }
+
+    #[test]
     fn a_fetch_for_the_task_this_node_is_claiming_waits_for_the_claim() {
         at(|a| {
             a.seat = Seat::Spare;
@@ -255,7 +344,7 @@ mod tests {
             assert_eq!(a.flag(&flag()), Admit::Now);
             assert_eq!(kind(a.flag(&MetaFlag { job: "x".into(), ..flag() })), (StatusKind::BadRequest, false));
             assert_eq!(kind(a.flag(&MetaFlag { link: 1, ..flag() })), (StatusKind::BadRequest, false));
-            assert_eq!(kind(a.flag(&MetaFlag { from_task: 2, ..flag() })), (StatusKind::BadRequest, false));
+            assert_eq!(kind(a.flag(&MetaFlag { from_task: 3, ..flag() })), (StatusKind::BadRequest, false));
             assert_eq!(kind(a.flag(&MetaFlag { epoch: 3, ..flag() })), (StatusKind::StaleEpoch, false));
         });
     }
