@@ -3,7 +3,7 @@
 //! node knows, with unit tests; `serve.rs` acts on its decision. Nothing
 //! here trusts the request: a term it names is a claim to check, not proof.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::graph::{Epoch, TaskId};
 use crate::job::Job;
@@ -43,6 +43,9 @@ pub(super) struct Admission<'a> {
     /// and peers may know): fetches for it wait for the outcome rather
     /// than being refused and retried after a back-off.
     pub(super) claiming: Option<TaskId>,
+    /// This node's task's neighbours at `epoch`, by link, once `entered`
+    /// (requests of other epochs are checked against the topology).
+    pub(super) neighbours: &'a HashSet<(u32, TaskId)>,
     /// The primaries this node knows of, by task (their terms fence
     /// requests sent under an ended term).
     pub(super) primaries: &'a HashMap<TaskId, KeyHolder>,
@@ -87,7 +90,12 @@ impl Admission<'_> {
     /// over any link if `link` is `None`.
     fn neighbours(&self, me: TaskId, peer: TaskId, epoch: Epoch, link: Option<u32>) -> bool {
         let topology = &*self.job.topology;
-        topology.links().iter().filter(|l| link.is_none_or(|id| l.id == id)).any(|l| topology.neighbours(l.id, me, epoch).contains(&peer))
+        let mut links = topology.links().iter().filter(|l| link.is_none_or(|id| l.id == id));
+        if epoch == self.epoch && self.entered {
+            links.any(|l| self.neighbours.contains(&(l.id, peer)))
+        } else {
+            links.any(|l| topology.neighbours(l.id, me, epoch).contains(&peer))
+        }
     }
 
     /// A request for `epoch`, far ahead of this node's: refused for now.
@@ -117,8 +125,7 @@ impl Admission<'_> {
             return Admit::Early;
         }
         if self.primary_of() != Some(req.to_task) {
-            let status = Status::new(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.node, req.to_task), self.epoch, 0);
-            return Admit::Refuse { status, newer_term: false };
+            return self.refuse(StatusKind::NotPrimary, format!("node {} is not task {}'s primary", self.node, req.to_task));
         }
         if req.responder_term > self.term() {
             // Someone knows a newer primary of this task: this node may
@@ -228,6 +235,8 @@ mod tests {
     fn at(f: impl FnOnce(&mut Admission<'_>)) {
         let job = job();
         let primaries: HashMap<TaskId, KeyHolder> = [(1, holder(20))].into();
+        // Task 0's neighbours at epoch 4, as `enter` keeps them.
+        let neighbours: HashSet<(u32, TaskId)> = [(0, 1)].into();
         let mut a = Admission {
             job: &job,
             node: 3,
@@ -236,6 +245,7 @@ mod tests {
             entered: true,
             running: true,
             claiming: None,
+            neighbours: &neighbours,
             primaries: &primaries,
         };
         f(&mut a);

@@ -51,9 +51,12 @@ impl Loop {
         }
         // The primaries of this epoch's neighbours (the topology may
         // change per epoch).
+        // Kept for admission, which checks every request against them.
         let topology = self.cfg.job.topology.clone();
+        self.neighbours.clear();
         for link in topology.links() {
             for n in topology.neighbours(link.id, me, e) {
+                self.neighbours.insert((link.id, n));
                 self.follow_primary(n);
             }
         }

@@ -220,6 +220,9 @@ pub(super) struct Loop {
     pub(super) replies: Replies,
     /// When this node last had the lane check it still holds its key.
     pub(super) last_check: Option<Instant>,
+    /// On a primary that has entered its epoch: its neighbours in it, by
+    /// link (see `epoch::enter`).
+    pub(super) neighbours: std::collections::HashSet<(u32, TaskId)>,
     /// The attempt to take a task in flight, if any (see `takeover`).
     pub(super) taking: super::takeover::Taking,
     /// Actions of handlers, run in order by `apply_pending`.

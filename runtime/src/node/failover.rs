@@ -40,10 +40,11 @@ impl Loop {
         Instant::now() >= self.lease_sure_until.get()
     }
 
-    /// Starts an attempt to take a task off the loop, unless one is in
-    /// flight; its outcome comes back as `Event::Took`.
-    pub(super) fn attempt(&mut self, work: impl std::future::Future<Output = Took> + 'static) -> bool {
-        if !self.taking.start() {
+    /// Starts an attempt to take a task off the loop (a claim of task
+    /// `claiming`, or another), unless one is in flight; its outcome comes
+    /// back as `Event::Took`.
+    pub(super) fn attempt(&mut self, claiming: Option<TaskId>, work: impl std::future::Future<Output = Took> + 'static) -> bool {
+        if !self.taking.start(claiming) {
             return false;
         }
         let tx = self.tx.clone();
@@ -91,9 +92,7 @@ impl Loop {
         let v = self.members.vacant.entry(t).or_insert(Vacancy { since: now, next_look: now });
         v.next_look = now + self.cfg.job.lease_ttl / 2;
         let vacant_for = now.duration_since(v.since);
-        if self.attempt(takeover::claim(self.claimant(), t, check, ready, vacant_for)) {
-            self.taking.claims(t);
-        }
+        self.attempt(Some(t), takeover::claim(self.claimant(), t, check, ready, vacant_for));
     }
 
     /// A node without a task looks for one: its preferred task (the
@@ -123,7 +122,7 @@ impl Loop {
         // A spare: it follows every task, to fill their vacancies (the
         // read comes back as `Event::Followed`, which looks again).
         let all = self.keys.tasks();
-        if !self.members.followed.contains(&all) {
+        if !self.members.follows(&all) {
             return self.follow_soon(all);
         }
         if let Some(t) = (0..tasks).find(|&t| due(self, t)) {
@@ -145,25 +144,25 @@ impl Loop {
             return false;
         }
         let check = if self.lease_in_doubt() { LeaseCheck::InDoubt } else { LeaseCheck::No };
-        self.attempt(takeover::back(self.claimant(), t, free, check))
+        self.attempt(None, takeover::back(self.claimant(), t, free, check))
     }
 
     /// What an attempt to take a task found.
     pub(super) async fn on_took(&mut self, took: Took) -> Result<(), Exit> {
         let claimed = self.taking.claiming();
         let waiting_rejoin = self.taking.finished();
-        let result = self.took(took).await;
-        if let Some(t) = claimed.filter(|&t| self.role.primary().map(|(p, _)| p) != Some(t)) {
+        self.took(took).await?;
+        if claimed.is_some_and(|t| self.role.primary().map(|(p, _)| p) != Some(t)) {
             // Fetches that waited for the claim: this node is not the
-            // task's primary after all.
-            let status = Status::new(StatusKind::NotPrimary, format!("node {} is not task {t}'s primary", self.cfg.node_id), self.epoch, 0);
-            self.replies.refuse_held(&status);
+            // task's primary after all. Admission answers them now.
+            for (req, respond) in self.replies.take_held(Epoch::MAX) {
+                Box::pin(self.on_fetch(req, respond)).await?;
+            }
         }
         if let Some(gone) = waiting_rejoin {
             // It waited for the attempt; what it is about may have changed.
             self.rejoin(gone.filter(|_| self.role.backup().is_some()));
         }
-        result?;
         if self.status == JobStatus::Running && self.role.primary().is_none() {
             if self.holds_task() {
                 if let Some(t) = self.role.backup().map(|(t, _)| t).filter(|t| self.members.vacant.contains_key(t)) {

@@ -344,6 +344,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> crate::Result<NodeExit> {
         replies: Replies::default(),
         last_check: None,
         taking: Default::default(),
+        neighbours: Default::default(),
         pending: Default::default(),
         lane,
         sending: Sending::default(),

@@ -28,7 +28,7 @@ impl Loop {
         if self.role.primary().is_some() {
             self.lane.retake();
         }
-        self.attempt(takeover::rejoin(self.claimant(), self.role.seat(), gone));
+        self.attempt(None, takeover::rejoin(self.claimant(), self.role.seat(), gone));
     }
 
     /// What a rejoin did.
@@ -51,9 +51,8 @@ impl Loop {
             Some(Err(kv)) if ours(&kv) && kv.lease == Some(self.lease) => Some(Ok(kv)),
             Some(Err(kv)) if ours(&kv) => {
                 tracing::info!(node = me, key = %kv.key, "its key under the lapsed lease has not gone yet: taking it again once it has");
-                if let (Some((t, slot)), Some(h)) = (self.keys.backup_slot(&kv.key), Holder::parse(&kv.value)) {
-                    self.members.backups.entry(t).or_default().insert(slot, KeyHolder::of(&kv, &h));
-                }
+                // (Known as read, so that its deletion counts.)
+                self.learn(&kv);
                 return Ok(());
             }
             other => other,

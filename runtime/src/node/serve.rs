@@ -143,14 +143,6 @@ impl Replies {
         now
     }
 
-    /// Every held fetch gets `status` (this node did not become the
-    /// primary they waited for).
-    pub(super) fn refuse_held(&mut self, status: &Status) {
-        for (_, w) in self.held.drain(..) {
-            let _ = w.send(Err(status.clone()));
-        }
-    }
-
     /// Every request waiting here (for a reply, or held) gets `status`.
     pub(super) fn shut(&mut self, status: &Status) {
         self.fail_waiting(status);
@@ -181,6 +173,7 @@ impl Loop {
             entered: self.role.entered(),
             running: self.status == JobStatus::Running,
             claiming: self.taking.claiming(),
+            neighbours: &self.neighbours,
             primaries: &self.members.primaries,
         }
     }

@@ -103,14 +103,14 @@ impl Taking {
         self.busy
     }
 
-    /// Starts an attempt, if none is in flight.
-    pub(super) fn start(&mut self) -> bool {
-        !std::mem::replace(&mut self.busy, true)
-    }
-
-    /// The attempt just started claims task `t`.
-    pub(super) fn claims(&mut self, t: TaskId) {
-        self.claiming = Some(t);
+    /// Starts an attempt (a claim of task `claiming`, or another), if
+    /// none is in flight.
+    pub(super) fn start(&mut self, claiming: Option<TaskId>) -> bool {
+        if std::mem::replace(&mut self.busy, true) {
+            return false;
+        }
+        self.claiming = claiming;
+        true
     }
 
     /// The task the attempt in flight claims.
@@ -327,10 +327,9 @@ mod tests {
     #[test]
     fn one_attempt_at_a_time_and_a_rejoin_waits_for_it() {
         let mut taking = Taking::default();
-        assert!(taking.start());
-        taking.claims(3);
-        assert!(!taking.start());
-        assert_eq!(taking.claiming(), Some(3));
+        assert!(taking.start(Some(3)));
+        assert!(!taking.start(None));
+        assert_eq!(taking.claiming(), Some(3), "the one in flight still counts");
         taking.rejoin_later(None);
         taking.rejoin_later(Some(7));
         taking.rejoin_later(None);
@@ -338,6 +337,6 @@ mod tests {
         assert_eq!(taking.claiming(), None);
         assert!(!taking.busy());
         assert_eq!(taking.finished(), None);
-        assert!(taking.start());
+        assert!(taking.start(None));
     }
 }
